@@ -1,0 +1,46 @@
+"""The event bus: interface (``base``), in-process (``memory``) and RabbitMQ (``rabbitmq``)."""
+
+from __future__ import annotations
+
+from relay.bus.base import (
+    Ack,
+    Bus,
+    Consumer,
+    DeadLetter,
+    DeadLetterInfo,
+    Handler,
+    Incoming,
+    Outcome,
+    QueueSpec,
+    Retry,
+)
+from relay.settings import BrokerSettings
+
+__all__ = [
+    "Ack",
+    "Bus",
+    "Consumer",
+    "DeadLetter",
+    "DeadLetterInfo",
+    "Handler",
+    "Incoming",
+    "Outcome",
+    "QueueSpec",
+    "Retry",
+    "connect",
+]
+
+
+def connect(settings: BrokerSettings) -> Bus:
+    """The bus named by ``settings.url`` (not started yet)."""
+    if settings.url.startswith("memory://"):
+        from relay.bus.memory import MemoryBus
+
+        return MemoryBus(settings.retry)
+    if settings.url.startswith(("amqp://", "amqps://")):
+        from relay.bus.rabbitmq import RabbitBus
+
+        return RabbitBus(settings)
+    raise ValueError(
+        f"broker.url must start with amqp://, amqps:// or memory://, not {settings.url!r}"
+    )

@@ -1,0 +1,1 @@
+"""The aiohttp gateway: the relay's front door (webhooks, signed deploys, status, health)."""
