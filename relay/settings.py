@@ -308,6 +308,11 @@ class CallbackSettings(_Model):
     )
     header_value_file: SecretFile | None = Field(default=None, description="File with its value.")
     timeout: float = Field(default=10.0, description="Seconds per callback attempt.")
+    retry_schedule: list[float] = Field(
+        default=[0.5, 1.0, 2.0, 4.0],
+        description="Seconds between in-process retries of a callback before the bus's delayed "
+        "retries take over (Retry-After from the receiver wins when longer).",
+    )
 
     _header_value: SecretStr | None = PrivateAttr(default=None)
 

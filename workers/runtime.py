@@ -34,6 +34,12 @@ log = structlog.get_logger(__name__)
 
 
 class Worker(Protocol):
+    """A worker: its queue's name and keys, its concurrency, and its handler.
+
+    ``reports_failures`` is False for workers whose failure is not the deployment's (notify): their
+    give-ups are dead-lettered without publishing ``deploy.failed``.
+    """
+
     name: ClassVar[str]
     stage: ClassVar[str]
     keys: tuple[str, ...]
@@ -146,7 +152,7 @@ class Dispatcher:
     async def _give_up(self, ctx: Context, exc: StageError) -> Outcome:
         stage = exc.stage or self.worker.stage
         log.error("work failed", reason=exc.reason, detail=exc.detail, attempt=ctx.attempt)
-        if ctx.event.deploymentid:
+        if ctx.event.deploymentid and getattr(self.worker, "reports_failures", True):
             try:
                 await ctx.publish(_failure(ctx.event, stage, exc))
             except PublishError as publish_error:
@@ -206,6 +212,10 @@ class WorkerHost:
     async def stop(self, grace: float = 25.0) -> None:
         consumers, self._consumers = self._consumers, []
         await asyncio.gather(*(c.stop(grace=grace) for c in consumers))
+        for worker in self.workers:
+            close = getattr(worker, "close", None)
+            if close is not None:
+                await close()
         log.info("workers stopped", count=len(consumers))
 
 
