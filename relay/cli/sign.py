@@ -6,9 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from relay.signing import sign_headers
-
 from relay.settings import read_secret_file
+from relay.signing import sign_headers
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
