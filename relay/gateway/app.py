@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from relay.bus import Bus
+from relay.gateway.status import add_routes
 from relay.settings import Settings
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
@@ -26,4 +27,5 @@ def create_app(*, settings: Settings, bus: Bus) -> web.Application:
     app[BUS] = bus
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    add_routes(app, bus)
     return app
