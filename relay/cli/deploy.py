@@ -146,9 +146,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     lines = [f"{'DEPLOYMENT':<38} {'APP':<20} {'VERSION':<14} {'STATUS':<12} UPDATED"]
     for row in rows:
         app, version = row.get("app") or "-", row.get("version") or "-"
-        lines.append(
-            f"{row['deployment_id']:<38} {app:<20} {version:<14} {row['status']:<12} {row['updated']}"
-        )
+        ident, status = row["deployment_id"], row["status"]
+        lines.append(f"{ident:<38} {app:<20} {version:<14} {status:<12} {row['updated']}")
     return "\n".join(lines)
 
 
