@@ -28,6 +28,7 @@ from relay.errors import InvalidEvent, Permanent, PublishError, StageError, Tran
 from relay.events import CloudEvent, decode, new_event
 from relay.events.data import DeployChain, DeployFailed, EventData
 from relay.logging import bind_context
+from relay.metrics import HANDLED
 from relay.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -123,7 +124,9 @@ class Dispatcher:
                 log.warning("invalid event dead-lettered", error=str(exc))
                 return DeadLetter(f"invalid event: {exc}")
             with bind_context(event_id=event.id, deployment_id=event.deploymentid, app=event.app):
-                return await self._run(event, message.attempt)
+                outcome = await self._run(event, message.attempt)
+        HANDLED.labels(self.worker.name, type(outcome).__name__.lower()).inc()
+        return outcome
 
     async def _run(self, event: CloudEvent, attempt: int) -> Outcome:
         if event.id in self.done:

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from relay.bus import Bus
 from relay.gateway.status import add_routes
+from relay.metrics import exposition
 from relay.settings import Settings
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
@@ -14,6 +15,11 @@ BUS: web.AppKey[Bus] = web.AppKey("bus", Bus)
 
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body, content_type = exposition()
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -27,5 +33,6 @@ def create_app(*, settings: Settings, bus: Bus) -> web.Application:
     app[BUS] = bus
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
     add_routes(app, bus)
     return app

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from relay.events import CloudEvent
+from relay.metrics import DEPLOYMENTS, IN_FLIGHT, STAGE_SECONDS
 
 TERMINAL_KEYS = frozenset({"deploy.ready", "deploy.failed", "app.deleted"})
 TERMINAL_STATUS = frozenset({"ready", "failed", "deleted"})
@@ -81,7 +82,9 @@ class Tracker:
         self._seen.add(event.id)
         record = self._record(event)
         record.events.append(event)
+        before = record.deployment.status
         _advance(record.deployment, event)
+        _count(before, record.deployment)
         record.changed.set()
         record.changed = asyncio.Event()
         return record.deployment
@@ -144,6 +147,20 @@ class Tracker:
             if record.deployment.status in TERMINAL_STATUS and sent >= len(record.events):
                 return
             await record.changed.wait()
+
+
+def _count(before: str, deployment: Deployment) -> None:
+    after = deployment.status
+    if before == after:
+        return
+    if before == "pending":
+        IN_FLIGHT.inc()
+    if after in TERMINAL_STATUS and before not in TERMINAL_STATUS:
+        IN_FLIGHT.dec()
+        DEPLOYMENTS.labels(after).inc()
+        for stage in deployment.stages:
+            if stage.seconds is not None:
+                STAGE_SECONDS.labels(stage.name).observe(stage.seconds)
 
 
 def _advance(deployment: Deployment, event: CloudEvent) -> None:

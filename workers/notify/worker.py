@@ -13,7 +13,9 @@ from typing import ClassVar
 import aiohttp
 import structlog
 
+from relay.errors import StageError, Transient
 from relay.events import CloudEvent
+from relay.metrics import CALLBACK_FAILURES
 from relay.settings import Settings, SinkSettings
 from relay.signing import sign_headers
 from workers.notify.delivery import post_with_retries
@@ -57,7 +59,12 @@ class NotifyWorker:
         key = f"{ctx.event.id}:{target}"
         if key in ctx.seen:
             return
-        await send()
+        try:
+            await send()
+        except StageError as exc:
+            if not isinstance(exc, Transient) or ctx.final_attempt:
+                CALLBACK_FAILURES.labels(target).inc()
+            raise
         ctx.seen.add(key)
 
     async def _callback(self, url: str, callback: Callback) -> None:
