@@ -133,6 +133,13 @@ class HttpSettings(_Model):
         description="Peer addresses or CIDRs (the tunnel, the ingress) whose X-Forwarded-For / "
         "CF-Connecting-IP is believed for rate limiting.",
     )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port a worker-only process serves /healthz and /metrics on (the gateway "
+        "serves them on its own port). Unset: no listener.",
+    )
     dedupe_window: int = Field(
         default=10_000,
         ge=0,

@@ -77,7 +77,7 @@ async def serve(settings: Settings, *, gateway: bool, names: list[str], grace: f
     bus = connect(settings.broker)
     await bus.start()
     host = WorkerHost(bus, settings, [workers.create(n, settings) for n in names])
-    runner = await _start_gateway(settings, bus) if gateway else None
+    runner = await _start_gateway(settings, bus) if gateway else await _start_metrics(settings, bus)
     await host.start()
     try:
         await stop_signal().wait()
@@ -89,6 +89,19 @@ async def serve(settings: Settings, *, gateway: bool, names: list[str], grace: f
         if runner is not None:
             await runner.cleanup()
         await bus.close()
+
+
+async def _start_metrics(settings: Settings, bus: Bus) -> web.AppRunner | None:
+    """A worker process's own /healthz, /readyz and /metrics, when http.metrics_port is set."""
+    if settings.http.metrics_port is None:
+        return None
+    from relay.gateway.app import health_app
+
+    runner = web.AppRunner(health_app(bus), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.http.host, settings.http.metrics_port).start()
+    log.info("metrics listening", host=settings.http.host, port=settings.http.metrics_port)
+    return runner
 
 
 async def _start_gateway(settings: Settings, bus: Bus) -> web.AppRunner:

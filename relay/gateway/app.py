@@ -27,6 +27,16 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"ready": ready}, status=200 if ready else 503)
 
 
+def health_app(bus: Bus) -> web.Application:
+    """Only /healthz, /readyz and /metrics: what a worker process serves."""
+    app = web.Application()
+    app[BUS] = bus
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
 def create_app(*, settings: Settings, bus: Bus) -> web.Application:
     app = web.Application()
     app[SETTINGS] = settings
