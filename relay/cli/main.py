@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from relay.cli import commands, config_cmd, deploy, dlq, run, sign, tail
+from relay.cli import commands, config_cmd, demo_cmd, deploy, dlq, run, sign, tail
 from relay.errors import ConfigError
 
 EXIT_CONFIG = 2
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", metavar="FILE", help="YAML settings file (or RELAY_CONFIG)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (run, deploy, config_cmd, sign, tail, dlq, *commands.EXTRA):
+    for module in (run, deploy, demo_cmd, config_cmd, sign, tail, dlq, *commands.EXTRA):
         module.register(sub)
     return parser
 
