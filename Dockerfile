@@ -39,8 +39,9 @@ ENV PATH=/opt/relay/bin:$PATH \
 USER 10001:10001
 WORKDIR /home/relay
 EXPOSE 8099
-# Every relay process answers /healthz on http.port; set RELAY_HTTP__PORT when it is not 8099.
+# The gateway answers /healthz on http.port, a worker on http.metrics_port (set it, e.g.
+# RELAY_HTTP__METRICS_PORT=8099, or a worker has no listener); both default to 8099 here.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('RELAY_HTTP__PORT', '8099'), timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request as u; e = os.environ; u.urlopen('http://127.0.0.1:%s/healthz' % e.get('RELAY_HTTP__METRICS_PORT', e.get('RELAY_HTTP__PORT', '8099')), timeout=4)"]
 ENTRYPOINT ["relay"]
 CMD ["--help"]

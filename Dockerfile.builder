@@ -53,6 +53,7 @@ USER 10001:10001
 WORKDIR /home/relay
 EXPOSE 8099
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('RELAY_HTTP__PORT', '8099'), timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request as u; e = os.environ; u.urlopen('http://127.0.0.1:%s/healthz' % e.get('RELAY_HTTP__METRICS_PORT', e.get('RELAY_HTTP__PORT', '8099')), timeout=4)"]
 ENTRYPOINT ["relay"]
+ENV RELAY_HTTP__METRICS_PORT=8099
 CMD ["worker", "build"]

@@ -83,6 +83,10 @@ def test_relay_containers_are_locked_down(compose: dict[str, Any]) -> None:
         assert service["read_only"] is True and service["cap_drop"] == ["ALL"], name
         assert "no-new-privileges:true" in service["security_opt"], name
         assert service["environment"]["RELAY_HTTP__HOST"] == "0.0.0.0", name
+        # the gateway listens on http.port, a worker on http.metrics_port: the healthcheck's 8099
+        assert service["environment"]["RELAY_HTTP__PORT"] == "8099", name
+        assert service["environment"]["RELAY_HTTP__METRICS_PORT"] == "8099", name
+        assert "127.0.0.1:8099/healthz" in " ".join(service["healthcheck"]["test"]), name
         assert service["environment"]["RELAY_BROKER__URL"].startswith("amqp://"), name
     assert services["build"]["build"]["dockerfile"] == "Dockerfile.builder"
 

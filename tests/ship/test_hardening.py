@@ -183,3 +183,20 @@ def test_the_gateway_survives_a_drain(tree: kube.Tree) -> None:
     )
     assert gateway["spec"]["replicas"] > pdb["spec"]["minAvailable"] >= 1
     assert pdb["spec"]["selector"]["matchLabels"] == gateway["spec"]["selector"]["matchLabels"]
+
+
+def test_every_probed_port_is_one_the_process_listens_on(tree: kube.Tree) -> None:
+    """The gateway listens on http.port; a worker only on http.metrics_port (unset: no listener)."""
+    for obj in tree.of_kind("Deployment"):
+        if obj["metadata"]["namespace"] != "relay":
+            continue
+        container = _pod_spec(obj)["containers"][0]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        listens = (
+            env["RELAY_HTTP__PORT"]
+            if container["args"][0] == "gateway"
+            else env.get("RELAY_HTTP__METRICS_PORT")
+        )
+        (port,) = [p["containerPort"] for p in container["ports"] if p["name"] == "http"]
+        assert listens == str(port), kube.describe(obj)
+        assert env["RELAY_HTTP__HOST"] == "0.0.0.0"
