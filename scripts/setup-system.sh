@@ -67,7 +67,14 @@ say "ok: git-http-backend ($(git --exec-path)/git-http-backend)"
 if command -v kubectl >/dev/null 2>&1; then
   say "ok: kubectl ($(command -v kubectl))"
 else
-  say "note: kubectl not found (not installed here: it is not part of these services)"
+  # The manifests' tests build them with `kubectl kustomize`: Debian's kubectl package where the
+  # machine's sources have it, else Debian's own kubernetes-client.
+  say "missing: kubectl -> will install kubectl (or kubernetes-client)"
+  apt-get install -y -qq kubectl >/dev/null 2>&1 \
+    || { apt-get update -qq && apt-get install -y -qq kubectl >/dev/null 2>&1; } \
+    || apt-get install -y -qq kubernetes-client >/dev/null \
+    || die "could not install kubectl"
+  say "installed: kubectl ($(command -v kubectl))"
 fi
 
 # --- 2. RabbitMQ -----------------------------------------------------------------------------
