@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -50,7 +51,10 @@ class Batcher(Generic[T, R]):
         self._pending.append(_Waiting(item, future))
         self._arrived.set()
         if self._runner is None or self._runner.done():
-            self._runner = asyncio.create_task(self._run(), name="commit-batcher")
+            # A context of its own: the batch is not the deployment that happened to start it.
+            self._runner = asyncio.create_task(
+                self._run(), name="commit-batcher", context=contextvars.Context()
+            )
         return await future
 
     async def _run(self) -> None:

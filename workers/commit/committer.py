@@ -18,6 +18,7 @@ from pathlib import Path
 import structlog
 
 from relay.errors import Permanent, Transient
+from relay.logging import bind_context
 from relay.settings import DeploySettings
 from workers.commit.git import GitCommandError, GitRepo, PushRejected
 from workers.commit.ops import Applied, Done, Op, newest_per_app, same_request
@@ -40,7 +41,8 @@ class Committer:
 
     async def flush(self, ops: list[Op]) -> Sequence[Done | BaseException]:
         winners = newest_per_app(ops)
-        done = await self._write(list(winners.values()))
+        with bind_context(worker="commit", stage="commit", batch_size=len(ops)):
+            done = await self._write(list(winners.values()))
         return [self._outcome(op, winners[op.app], done) for op in ops]
 
     def _outcome(
