@@ -97,7 +97,6 @@ def configure(
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.stdlib.add_logger_name,
         structlog.processors.format_exc_info,
     ]
     numeric = logging.getLevelNamesMapping()[level.upper()]
@@ -114,7 +113,7 @@ def _route_stdlib(out: TextIO, level: int, shared: list[Any], renderer: Any) -> 
     handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared,
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 _redactor,

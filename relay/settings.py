@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -53,6 +55,19 @@ def read_secret_file(path: Path) -> SecretStr:
     if not value.strip():
         raise ValueError(f"secret file {path} is empty")
     return SecretStr(value)
+
+
+def _check_secret_file(path: Path) -> Path:
+    read_secret_file(path)
+    return path
+
+
+# A path to a secret, checked (exists, readable, not empty) while the settings validate.
+SecretFile = Annotated[Path, AfterValidator(_check_secret_file)]
+
+
+def _load(path: Path | None) -> SecretStr | None:
+    return read_secret_file(path) if path is not None else None
 
 
 class _Model(BaseModel):
@@ -118,6 +133,13 @@ class HttpSettings(_Model):
         description="Peer addresses or CIDRs (the tunnel, the ingress) whose X-Forwarded-For / "
         "CF-Connecting-IP is believed for rate limiting.",
     )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port a worker-only process serves /healthz and /metrics on (the gateway "
+        "serves them on its own port). Unset: no listener.",
+    )
     dedupe_window: int = Field(
         default=10_000,
         ge=0,
@@ -152,8 +174,8 @@ class ReconcileTarget(_Model):
 class ReceiverSettings(_Model):
     name: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,62})$", description="URL path: /hook/<name>.")
     type: ReceiverType = Field(description="Which provider's signature scheme and payloads.")
-    secret_file: Path | None = Field(default=None, description="File holding the shared secret.")
-    secret_files: list[Path] = Field(
+    secret_file: SecretFile | None = Field(default=None, description="File holding the secret.")
+    secret_files: list[SecretFile] = Field(
         default_factory=list,
         description="Several live secrets at once, so a secret rotates with no lost delivery.",
     )
@@ -170,33 +192,26 @@ class ReceiverSettings(_Model):
     rate_limit: RateLimitSettings | None = Field(
         default=None, description="Per-source-IP token bucket; default: the gateway's."
     )
-    secrets: list[SecretStr] = Field(
-        default_factory=list, exclude=True, description="Loaded from the files; not configurable."
-    )
+    _secrets: list[SecretStr] = PrivateAttr(default_factory=list)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _load_secrets(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        if data.get("secrets"):
-            raise ValueError("secrets are read from secret_file / secret_files, never inline")
-        files = [
-            *([data["secret_file"]] if data.get("secret_file") else []),
-            *data.get("secret_files", []),
-        ]
+    @model_validator(mode="after")
+    def _load_secrets(self) -> ReceiverSettings:
+        files = [*([self.secret_file] if self.secret_file else []), *self.secret_files]
         if not files:
-            raise ValueError(f"receiver {data.get('name')!r} needs secret_file or secret_files")
-        return {**data, "secrets": [read_secret_file(Path(f)) for f in files]}
+            raise ValueError(f"receiver {self.name!r} needs secret_file or secret_files")
+        self._secrets = [read_secret_file(f) for f in files]
+        return self
+
+    @property
+    def secrets(self) -> list[SecretStr]:
+        """The live secrets, read from the files when the settings loaded."""
+        return self._secrets
 
 
 class RegistrySettings(_Model):
     url: str = Field(default="127.0.0.1:5000", description="host[:port] of the Docker Registry v2.")
     username: str | None = Field(default=None, description="User for Basic / token auth.")
-    password_file: Path | None = Field(default=None, description="File holding the password.")
-    password: SecretStr | None = Field(
-        default=None, exclude=True, description="Loaded from password_file."
-    )
+    password_file: SecretFile | None = Field(default=None, description="File holding the password.")
     insecure: bool = Field(
         default=False, description="Allow plain HTTP (loopback or lab registries)."
     )
@@ -204,12 +219,16 @@ class RegistrySettings(_Model):
         default=5, ge=1, description="Newest versions kept per app; older are deleted."
     )
 
-    @model_validator(mode="before")
-    @classmethod
-    def _load_password(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("password_file"):
-            return {**data, "password": read_secret_file(Path(data["password_file"]))}
-        return data
+    _password: SecretStr | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _load_password(self) -> RegistrySettings:
+        self._password = _load(self.password_file)
+        return self
+
+    @property
+    def password(self) -> SecretStr | None:
+        return self._password
 
 
 class GitOpsSettings(_Model):
@@ -220,12 +239,7 @@ class GitOpsSettings(_Model):
         description="Directory holding one folder per app and the parent kustomization.yaml.",
     )
     username: str = Field(default="relay", description="User for HTTPS auth.")
-    token_file: Path | None = Field(
-        default=None, description="File holding the HTTPS token/password."
-    )
-    token: SecretStr | None = Field(
-        default=None, exclude=True, description="Loaded from token_file."
-    )
+    token_file: SecretFile | None = Field(default=None, description="File with the HTTPS token.")
     ssh_key_file: Path | None = Field(default=None, description="Deploy key for SSH URLs.")
     known_hosts_file: Path | None = Field(default=None, description="known_hosts for SSH URLs.")
     author_name: str = Field(default="relay", description="Commit author name.")
@@ -249,12 +263,16 @@ class GitOpsSettings(_Model):
         default=60.0, gt=0, description="Seconds one git command may take before it is killed."
     )
 
-    @model_validator(mode="before")
-    @classmethod
-    def _load_token(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("token_file"):
-            return {**data, "token": read_secret_file(Path(data["token_file"]))}
-        return data
+    _token: SecretStr | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _load_token(self) -> GitOpsSettings:
+        self._token = _load(self.token_file)
+        return self
+
+    @property
+    def token(self) -> SecretStr | None:
+        return self._token
 
 
 class BuilderSettings(_Model):
@@ -310,24 +328,33 @@ class CallbackSettings(_Model):
     header_name: str | None = Field(
         default=None, description="Static header sent with every callback (n8n Wait node auth)."
     )
-    header_value_file: Path | None = Field(default=None, description="File holding its value.")
-    header_value: SecretStr | None = Field(default=None, exclude=True, description="Loaded.")
+    header_value_file: SecretFile | None = Field(default=None, description="File with its value.")
     timeout: float = Field(default=10.0, description="Seconds per callback attempt.")
+    retry_schedule: list[float] = Field(
+        default=[0.5, 1.0, 2.0, 4.0],
+        description="Seconds between in-process retries of a callback before the bus's delayed "
+        "retries take over (Retry-After from the receiver wins when longer).",
+    )
 
-    @model_validator(mode="before")
-    @classmethod
-    def _load_value(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("header_value_file"):
-            return {**data, "header_value": read_secret_file(Path(data["header_value_file"]))}
-        return data
+    _header_value: SecretStr | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _load_value(self) -> CallbackSettings:
+        if (self.header_name is None) != (self.header_value_file is None):
+            raise ValueError("header_name and header_value_file go together")
+        self._header_value = _load(self.header_value_file)
+        return self
+
+    @property
+    def header_value(self) -> SecretStr | None:
+        return self._header_value
 
 
 class DeploySettings(_Model):
-    secret_file: Path | None = Field(default=None, description="Shared secret of signed deploys.")
-    secret_files: list[Path] = Field(
+    secret_file: SecretFile | None = Field(default=None, description="Secret of signed deploys.")
+    secret_files: list[SecretFile] = Field(
         default_factory=list, description="Extra live secrets (rotation)."
     )
-    secrets: list[SecretStr] = Field(default_factory=list, exclude=True, description="Loaded.")
     namespace: str = Field(default="dynamic-apps", description="Namespace apps run in.")
     domain: str = Field(
         default="apps.example.com", description="Apps are served at <app>.<domain>."
@@ -343,16 +370,18 @@ class DeploySettings(_Model):
     manifests: ManifestSettings = Field(default_factory=ManifestSettings, description="Rendering.")
     callback: CallbackSettings = Field(default_factory=CallbackSettings, description="Callbacks.")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _load_secrets(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        files = [
-            *([data["secret_file"]] if data.get("secret_file") else []),
-            *data.get("secret_files", []),
-        ]
-        return {**data, "secrets": [read_secret_file(Path(f)) for f in files]}
+    _secrets: list[SecretStr] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _load_secrets(self) -> DeploySettings:
+        files = [*([self.secret_file] if self.secret_file else []), *self.secret_files]
+        self._secrets = [read_secret_file(f) for f in files]
+        return self
+
+    @property
+    def secrets(self) -> list[SecretStr]:
+        """Live deploy secrets; empty means /deploy is disabled."""
+        return self._secrets
 
 
 class KubernetesSettings(_Model):
@@ -371,20 +400,26 @@ class KubernetesSettings(_Model):
 
 class SinkSettings(_Model):
     type: Literal["webhook", "slack", "discord"] = Field(description="Kind of sink.")
-    url_file: Path = Field(description="File holding the sink URL (webhook URLs are secrets).")
-    url: SecretStr | None = Field(default=None, exclude=True, description="Loaded from url_file.")
+    url_file: SecretFile = Field(
+        description="File holding the sink URL (webhook URLs are secrets)."
+    )
     events: list[str] = Field(
         default_factory=lambda: ["deploy.ready", "deploy.failed", "app.deleted"],
         description="Routing keys sent to this sink.",
     )
     template: str | None = Field(default=None, description="Message template (str.format fields).")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _load_url(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("url_file"):
-            return {**data, "url": read_secret_file(Path(data["url_file"]))}
-        return data
+    _url: SecretStr | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _load_url(self) -> SinkSettings:
+        self._url = read_secret_file(self.url_file)
+        return self
+
+    @property
+    def url(self) -> SecretStr:
+        assert self._url is not None
+        return self._url
 
 
 class NotifySettings(_Model):
@@ -459,6 +494,8 @@ def _collect_secrets(value: object, found: list[str]) -> None:
     elif isinstance(value, BaseModel):
         for name in type(value).model_fields:
             _collect_secrets(getattr(value, name), found)
+        for private in (value.__pydantic_private__ or {}).values():
+            _collect_secrets(private, found)
     elif isinstance(value, list | tuple):
         for item in value:
             _collect_secrets(item, found)

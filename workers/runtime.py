@@ -28,12 +28,19 @@ from relay.errors import InvalidEvent, Permanent, PublishError, StageError, Tran
 from relay.events import CloudEvent, decode, new_event
 from relay.events.data import DeployChain, DeployFailed, EventData
 from relay.logging import bind_context
+from relay.metrics import HANDLED
 from relay.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 
 class Worker(Protocol):
+    """A worker: its queue's name and keys, its concurrency, and its handler.
+
+    ``reports_failures`` is False for workers whose failure is not the deployment's (notify): their
+    give-ups are dead-lettered without publishing ``deploy.failed``.
+    """
+
     name: ClassVar[str]
     stage: ClassVar[str]
     keys: tuple[str, ...]
@@ -117,7 +124,9 @@ class Dispatcher:
                 log.warning("invalid event dead-lettered", error=str(exc))
                 return DeadLetter(f"invalid event: {exc}")
             with bind_context(event_id=event.id, deployment_id=event.deploymentid, app=event.app):
-                return await self._run(event, message.attempt)
+                outcome = await self._run(event, message.attempt)
+        HANDLED.labels(self.worker.name, type(outcome).__name__.lower()).inc()
+        return outcome
 
     async def _run(self, event: CloudEvent, attempt: int) -> Outcome:
         if event.id in self.done:
@@ -146,7 +155,7 @@ class Dispatcher:
     async def _give_up(self, ctx: Context, exc: StageError) -> Outcome:
         stage = exc.stage or self.worker.stage
         log.error("work failed", reason=exc.reason, detail=exc.detail, attempt=ctx.attempt)
-        if ctx.event.deploymentid:
+        if ctx.event.deploymentid and getattr(self.worker, "reports_failures", True):
             try:
                 await ctx.publish(_failure(ctx.event, stage, exc))
             except PublishError as publish_error:
@@ -206,6 +215,10 @@ class WorkerHost:
     async def stop(self, grace: float = 25.0) -> None:
         consumers, self._consumers = self._consumers, []
         await asyncio.gather(*(c.stop(grace=grace) for c in consumers))
+        for worker in self.workers:
+            close = getattr(worker, "close", None)
+            if close is not None:
+                await close()
         log.info("workers stopped", count=len(consumers))
 
 

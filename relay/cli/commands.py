@@ -1,0 +1,21 @@
+"""Shared helpers for commands: loading settings with logs configured, and extra commands."""
+
+from __future__ import annotations
+
+import argparse
+from types import ModuleType
+
+from relay import logging as relay_logging
+from relay.settings import Settings, load_settings
+
+# Command modules added by later features register here (each has ``register(subparsers)``).
+EXTRA: list[ModuleType] = []
+
+
+def settings_for(args: argparse.Namespace) -> Settings:
+    """Load settings (``ConfigError`` propagates to main's exit 2) and configure logging."""
+    settings = load_settings(args.config)
+    relay_logging.configure(
+        level=settings.log.level, fmt=settings.log.format, secrets=settings.secret_values()
+    )
+    return settings

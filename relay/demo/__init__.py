@@ -1,0 +1,1 @@
+"""``relay demo``: the whole pipeline in one process, on throw-away local parts."""

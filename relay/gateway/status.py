@@ -1,0 +1,140 @@
+"""Status routes: ``GET /deployments``, ``GET /deployments/{id}`` and its Server-Sent Events.
+
+The tracker is fed by a background task that taps every event on the bus; the SSE stream sends
+one event per stage change (``id:`` the CloudEvent id, ``event:`` its routing key, ``data:`` the
+CloudEvent JSON), heartbeat comments while nothing happens, resumes after ``Last-Event-ID`` and
+closes after the terminal event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import structlog
+from aiohttp import web
+
+from relay.bus import Bus
+from relay.events import CloudEvent
+from relay.tracker import Tracker
+
+log = structlog.get_logger(__name__)
+
+TRACKER: web.AppKey[Tracker] = web.AppKey("tracker", Tracker)
+STATUSES = (
+    "pending",
+    "building",
+    "committing",
+    "reconciling",
+    "rolling-out",
+    "ready",
+    "failed",
+    "deleted",
+)
+HEARTBEAT_SECONDS = 15.0
+
+
+async def list_deployments(request: web.Request) -> web.Response:
+    query = request.query
+    status = query.get("status")
+    if status is not None and status not in STATUSES:
+        return _json_error(400, "bad_query", f"status must be one of {', '.join(STATUSES)}")
+    try:
+        limit = min(max(int(query.get("limit", "50")), 1), 500)
+        offset = max(int(query.get("offset", "0")), 0)
+    except ValueError:
+        return _json_error(400, "bad_query", "limit and offset must be whole numbers")
+    found = request.app[TRACKER].list(
+        app=query.get("app"), status=status, limit=limit, offset=offset
+    )
+    return web.json_response(
+        {"deployments": [d.public() for d in found], "limit": limit, "offset": offset}
+    )
+
+
+async def get_deployment(request: web.Request) -> web.Response:
+    found = request.app[TRACKER].get(request.match_info["id"])
+    if found is None:
+        return _json_error(404, "not_found", "no deployment with that id")
+    return web.json_response(found.public())
+
+
+async def deployment_events(request: web.Request) -> web.StreamResponse:
+    tracker = request.app[TRACKER]
+    deployment_id = request.match_info["id"]
+    if tracker.get(deployment_id) is None:
+        return _json_error(404, "not_found", "no deployment with that id")
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    after = request.headers.get("Last-Event-ID")
+    async for chunk in _sse(tracker, deployment_id, after):
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+async def _sse(tracker: Tracker, deployment_id: str, after: str | None) -> AsyncIterator[bytes]:
+    events = tracker.follow(deployment_id, after=after).__aiter__()
+    pending: asyncio.Future[CloudEvent] | None = None
+    try:
+        while True:
+            pending = pending or asyncio.ensure_future(events.__anext__())
+            done, _ = await asyncio.wait({pending}, timeout=HEARTBEAT_SECONDS)
+            if not done:
+                yield b": heartbeat\n\n"
+                continue
+            try:
+                event = pending.result()
+            except StopAsyncIteration:
+                return
+            pending = None
+            data = event.model_dump_json(exclude_none=True)
+            yield f"id: {event.id}\nevent: {event.routing_key}\ndata: {data}\n\n".encode()
+    finally:
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
+
+
+def _json_error(status: int, code: str, detail: str) -> web.Response:
+    return web.json_response({"error": code, "detail": detail}, status=status)
+
+
+async def feed(bus: Bus, tracker: Tracker) -> None:
+    """Apply every event on the bus to the tracker until cancelled; reconnects on errors."""
+    while True:
+        try:
+            async for event in bus.tap(("#",)):
+                tracker.apply(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("tracker feed interrupted", error=str(exc))
+            await asyncio.sleep(1.0)
+
+
+def add_routes(app: web.Application, bus: Bus, tracker: Tracker | None = None) -> Tracker:
+    """Mount the status routes and the tracker feed on an application."""
+    tracker = tracker or Tracker()
+    app[TRACKER] = tracker
+    app.router.add_get("/deployments", list_deployments)
+    app.router.add_get("/deployments/{id}", get_deployment)
+    app.router.add_get("/deployments/{id}/events", deployment_events)
+
+    async def run_feed(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(feed(bus, tracker), name="tracker-feed")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    app.cleanup_ctx.append(run_feed)
+    return tracker
