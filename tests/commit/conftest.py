@@ -43,7 +43,16 @@ def repo_root() -> Path:
     return next(p for p in here.parents if (p / "pyproject.toml").is_file())
 
 
-SHARED = repo_root().parent / "shared"
+def shared_root() -> Path:
+    """``shared/`` beside the repository (as CI lays it out), else beside an ancestor (a git
+    worktree nested one level deeper)."""
+    for parent in repo_root().parents:
+        if (parent / "shared" / "crds").is_dir():
+            return parent / "shared"
+    return repo_root().parent / "shared"
+
+
+SHARED = shared_root()
 
 
 def digest_for(app: str, version: str) -> str:
@@ -98,7 +107,9 @@ def image_pushed(
         requested_at=requested_at,
         stages={"build": 1.5},
         image=image,
-        request=DeployRequest(app=app, version=version, image=image.split("@")[0], **request),
+        request=DeployRequest(
+            app=app, version=version, image=image.split("@", maxsplit=1)[0], **request
+        ),
     )
     return new_event(
         data,
@@ -152,19 +163,34 @@ class Harness:
     async def send(self, event: CloudEvent) -> None:
         await self.bus.publish(event)
 
-    async def outcome(self, deployment_id: str, timeout: float = 30.0) -> CloudEvent:
-        """The first manifests.committed or deploy.failed for a deployment."""
+    async def outcome(
+        self, deployment_id: str, *, skip: int = 0, timeout: float = 30.0
+    ) -> CloudEvent:
+        """The first manifests.committed or deploy.failed for a deployment, after ``skip``
+        earlier ones."""
         async with asyncio.timeout(timeout):
             while True:
-                for event in self.seen.get(deployment_id, []):
-                    if event.routing_key in ("manifests.committed", "deploy.failed"):
-                        return event
+                found = self._outcomes(deployment_id)
+                if len(found) > skip:
+                    return found[skip]
                 self.arrived.clear()
                 await self.arrived.wait()
 
+    def _outcomes(self, deployment_id: str) -> list[CloudEvent]:
+        return [
+            e
+            for e in self.seen.get(deployment_id, [])
+            if e.routing_key in ("manifests.committed", "deploy.failed")
+        ]
+
     async def run(self, *events: CloudEvent, timeout: float = 30.0) -> list[CloudEvent]:
+        """Publish the events at once; the outcome of each (in the same order)."""
+        ids = [e.deploymentid or "" for e in events]
+        skips = [len(self._outcomes(i)) + ids[:n].count(i) for n, i in enumerate(ids)]
         await asyncio.gather(*(self.send(e) for e in events))
-        return [await self.outcome(e.deploymentid or "", timeout) for e in events]
+        return [
+            await self.outcome(i, skip=k, timeout=timeout) for i, k in zip(ids, skips, strict=True)
+        ]
 
     def file(self, app: str, name: str = "app/deployment.yaml") -> str | None:
         return self.server.read_file(f"{GITOPS_PATH}/{app}/{name}")
@@ -176,9 +202,7 @@ async def harness_factory(
 ) -> AsyncIterator[Callable[..., Any]]:
     made: list[Harness] = []
 
-    async def make(
-        settings: Settings | None = None, *, git: str = "git", **kwargs: Any
-    ) -> Harness:
+    async def make(settings: Settings | None = None, *, git: str = "git", **kwargs: Any) -> Harness:
         settings = settings or make_settings(git_server, tmp_path, **kwargs)
         bus = MemoryBus(settings.broker.retry)
         await bus.start()
@@ -196,7 +220,6 @@ async def harness_factory(
     yield make
     for harness in made:
         await harness.host.stop(grace=5.0)
-        await harness.worker.aclose()
         await harness.bus.close()
 
 

@@ -89,7 +89,8 @@ class CommitWorker:
             raise Permanent("invalid_event", str(exc)) from None
         raise Permanent("invalid_event", f"the commit worker does not take {event.routing_key}")
 
-    async def aclose(self) -> None:
+    async def close(self) -> None:
+        """Release the working clone (the host calls this after its consumers stopped)."""
         await self.repo.close()
 
 
