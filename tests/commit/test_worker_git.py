@@ -82,19 +82,19 @@ async def test_twenty_concurrent_deploys_share_few_pushes(harness: Harness) -> N
     assert relay_commits(harness.server) == pushes
 
 
-def install_foreign_pusher(clone: Path, server: GitServer, marker: Path) -> None:
-    """A pre-push hook in the worker's clone: once, someone else pushes first (a real race
-    between our commit and our push)."""
+def install_foreign_pusher(clone: Path, server: GitServer, marker: Path | None) -> None:
+    """A pre-push hook in the worker's clone: someone else pushes first (a real race between
+    our commit and our push), once when ``marker`` is given, else every time."""
     hook = clone / ".git" / "hooks" / "pre-push"
-    work = clone.parent / "foreign"
+    once = f"[ -e '{marker}' ] && exit 0\ntouch '{marker}'" if marker else ""
     hook.write_text(
         f"""#!/bin/sh
-[ -e '{marker}' ] && exit 0
-touch '{marker}'
+{once}
 unset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE GIT_PREFIX GIT_AUTHOR_NAME GIT_AUTHOR_EMAIL
 unset GIT_COMMITTER_NAME GIT_COMMITTER_EMAIL
-git clone -q '{server.authed_url()}' '{work}' >&2 || exit 0
-cd '{work}' && mkdir -p other && echo foreign > other/change.txt && git add -A &&
+work=$(mktemp -d '{clone.parent}/foreign.XXXXXX')
+git clone -q '{server.authed_url()}' "$work" >&2 || exit 0
+cd "$work" && mkdir -p other && date +%s%N > other/change.txt && git add -A &&
 git -c user.name=Someone -c user.email=someone@example.invalid commit -qm 'foreign change' &&
 git push -q origin HEAD:refs/heads/main >&2
 exit 0
@@ -114,7 +114,7 @@ async def test_foreign_push_mid_batch_is_retried_and_both_kept(
     results = await harness.run(*events)
     assert marker.exists(), "the foreign push did not run"
     assert [r.routing_key for r in results] == ["manifests.committed"] * 5
-    assert harness.server.read_file("other/change.txt") == "foreign\n"
+    assert harness.server.read_file("other/change.txt")
     for event in events:
         assert image_of(harness, event.app or "") == event.data["image"]
     subjects = [e.subject for e in harness.server.log(5)]
@@ -122,6 +122,33 @@ async def test_foreign_push_mid_batch_is_retried_and_both_kept(
     # warm-up push, the foreign push, our refused push, our retried push
     assert receive_pack_posts(harness.server) == 4
     assert relay_commits(harness.server) == 2
+
+
+async def test_a_branch_that_keeps_moving_fails_with_git_push_failed(
+    harness_factory: Callable[..., Any], git_server: GitServer, tmp_path: Path
+) -> None:
+    harness = await harness_factory(gitops={"push_attempts": 2})
+    [warm] = await harness.run(image_pushed("warm", "v1"))
+    assert warm.routing_key == "manifests.committed"
+    install_foreign_pusher(harness.worker.repo.workdir, git_server, None)
+    [failed] = await harness.run(image_pushed("app", "v1"))
+    assert (failed.data["stage"], failed.data["reason"]) == ("commit", "git_push_failed")
+    assert "2 pushes were refused" in failed.data["detail"]
+    attempts = harness.settings.broker.retry.max_attempts
+    assert harness.worker.batcher.batches == 1 + attempts
+    # every runtime attempt tried twice, and the other pusher landed each time
+    assert receive_pack_posts(git_server) == 1 + attempts * 2 * 2
+    assert harness.file("app") is None
+
+
+async def test_a_push_the_server_declines_is_reported(harness: Harness) -> None:
+    hook = harness.server.bare_path / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'branch main is protected' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    [failed] = await harness.run(image_pushed("app", "v1"))
+    assert (failed.data["stage"], failed.data["reason"]) == ("commit", "git_push_failed")
+    assert "branch main is protected" in failed.data["detail"]
+    assert harness.file("app") is None
 
 
 async def test_old_after_new_keeps_the_newer(harness: Harness) -> None:

@@ -31,6 +31,7 @@ Flush = Callable[[list[T]], Awaitable[Sequence[R | BaseException]]]
 class _Waiting(Generic[T, R]):
     item: T
     future: asyncio.Future[R]
+    since: float
 
 
 class Batcher(Generic[T, R]):
@@ -47,8 +48,9 @@ class Batcher(Generic[T, R]):
 
     async def submit(self, item: T) -> R:
         """Queue ``item`` and wait for the result of the batch it lands in."""
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Waiting(item, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        self._pending.append(_Waiting(item, future, loop.time()))
         self._arrived.set()
         if self._runner is None or self._runner.done():
             # A context of its own: the batch is not the deployment that happened to start it.
@@ -66,9 +68,10 @@ class Batcher(Generic[T, R]):
                 await self._flush_batch(live)
 
     async def _gather(self) -> None:
-        """Wait until the window after the oldest item closes or the batch is full."""
+        """Wait until the window after the oldest item's arrival closes or the batch is full
+        (items that queued during the previous flush have waited long enough already)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._window
+        deadline = self._pending[0].since + self._window
         while len(self._pending) < self._max:
             remaining = deadline - loop.time()
             if remaining <= 0:
