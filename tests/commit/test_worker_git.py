@@ -255,6 +255,7 @@ async def test_wrong_credentials_fail_at_once_and_leak_nothing(
     [failed] = await harness.run(image_pushed("app", "v1"))
     assert (failed.data["stage"], failed.data["reason"]) == ("commit", "git_auth_failed")
     assert harness.worker.batcher.batches == 1  # permanent: not retried
+    assert f"refused the credentials of user {git_server.username!r}" in failed.data["detail"]
     basic = base64.b64encode(f"{git_server.username}:{wrong}".encode()).decode()
     logs = captured_logs.getvalue()
     assert "git_auth_failed" in logs  # the capture did see the failure being logged

@@ -282,7 +282,7 @@ class GitRepo:
         text = f"{result.err}\n{result.out}".lower()
         detail = f"git {command} {self.safe_url} failed: {_last_lines(result.err or result.out)}"
         if any(p in text for p in _AUTH):
-            raise Permanent("git_auth_failed", detail)
+            raise Permanent("git_auth_failed", f"{self._auth_problem()} ({detail})")
         if any(p in text for p in _NOT_FOUND):
             raise Permanent("git_repo_not_found", detail)
         if any(p in text for p in _UNREACHABLE):
@@ -292,6 +292,13 @@ class GitRepo:
         if command == "fetch" and _NO_BRANCH in text:
             return
         raise GitCommandError(detail)
+
+    def _auth_problem(self) -> str:
+        if self.remote.is_ssh:
+            return f"{self.safe_url} refused the deploy key or its host key is not known"
+        if self.remote.password is None:
+            return f"{self.safe_url} needs credentials and none are configured (gitops.token_file)"
+        return f"{self.safe_url} refused the credentials of user {self.remote.username!r}"
 
     async def _checked(self, *args: str, stdin: str | None = None) -> Result:
         result = await self.run(*args, stdin=stdin)
