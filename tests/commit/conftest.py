@@ -192,6 +192,11 @@ class Harness:
             await self.outcome(i, skip=k, timeout=timeout) for i, k in zip(ids, skips, strict=True)
         ]
 
+    @property
+    def clone(self) -> Path:
+        assert self.worker.repo is not None
+        return self.worker.repo.workdir
+
     def file(self, app: str, name: str = "app/deployment.yaml") -> str | None:
         return self.server.read_file(f"{GITOPS_PATH}/{app}/{name}")
 

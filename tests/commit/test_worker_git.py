@@ -109,7 +109,7 @@ async def test_foreign_push_mid_batch_is_retried_and_both_kept(
     [first] = await harness.run(image_pushed("warm", "v1"))
     assert first.routing_key == "manifests.committed"
     marker = tmp_path / "foreign-pushed"
-    install_foreign_pusher(harness.worker.repo.workdir, harness.server, marker)
+    install_foreign_pusher(harness.clone, harness.server, marker)
     events = [image_pushed(f"app{i}", "v1") for i in range(5)]
     results = await harness.run(*events)
     assert marker.exists(), "the foreign push did not run"
@@ -130,7 +130,7 @@ async def test_a_branch_that_keeps_moving_fails_with_git_push_failed(
     harness = await harness_factory(gitops={"push_attempts": 2})
     [warm] = await harness.run(image_pushed("warm", "v1"))
     assert warm.routing_key == "manifests.committed"
-    install_foreign_pusher(harness.worker.repo.workdir, git_server, None)
+    install_foreign_pusher(harness.clone, git_server, None)
     [failed] = await harness.run(image_pushed("app", "v1"))
     assert (failed.data["stage"], failed.data["reason"]) == ("commit", "git_push_failed")
     assert "2 pushes were refused" in failed.data["detail"]
@@ -261,7 +261,7 @@ async def test_wrong_credentials_fail_at_once_and_leak_nothing(
     assert "git_auth_failed" in logs  # the capture did see the failure being logged
     argv = argv_log.read_text()
     assert "fetch" in argv
-    clone_config = (harness.worker.repo.workdir / ".git" / "config").read_text()
+    clone_config = (harness.clone / ".git" / "config").read_text()
     dead = [d.error for d in await harness.bus.dead_letters()]
     for secret in (wrong, basic):
         assert secret not in logs
@@ -284,9 +284,18 @@ async def test_credentials_in_the_url_are_moved_out_of_it(
     [done] = await harness.run(image_pushed("app", "v1"))
     assert done.routing_key == "manifests.committed", done.data
     assert git_server.password not in argv_log.read_text()
-    config = (harness.worker.repo.workdir / ".git" / "config").read_text()
+    config = (harness.clone / ".git" / "config").read_text()
     assert git_server.password not in config
     assert git_server.url in config
+
+
+async def test_without_a_gitops_url_deploys_fail_and_the_rest_runs(
+    harness_factory: Callable[..., Any],
+) -> None:
+    harness = await harness_factory(gitops={"url": ""})
+    [failed] = await harness.run(image_pushed("app", "v1"))
+    assert (failed.data["reason"], failed.routing_key) == ("gitops_not_configured", "deploy.failed")
+    assert "deploy.gitops.url" in failed.data["detail"]
 
 
 async def test_first_commit_on_a_branch_that_does_not_exist_yet(harness: Harness) -> None:

@@ -11,12 +11,13 @@ the one already written for the same app.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
 import structlog
 
-from relay.errors import InvalidEvent, Permanent
+from relay.errors import ConfigError, InvalidEvent, Permanent
 from relay.events import CloudEvent
 from relay.events.data import AppDeleteRequested, DeployChain, ImagePushed, ManifestsCommitted
 from relay.settings import DeploySettings, Settings
@@ -44,11 +45,22 @@ class CommitWorker:
         self.deploy = settings.deploy
         self.keys: tuple[str, ...] = (IMAGE_PUSHED, DELETE_REQUESTED)
         self.concurrency = max(2 * gitops.batch_max, 4)
-        self.repo = GitRepo(gitops, workdir or default_workdir(gitops), git=git)
-        self.committer = Committer(settings.deploy, self.repo)
+        self.repo: GitRepo | None = None
+        self.unusable: str | None = None
+        try:
+            self.repo = GitRepo(gitops, workdir or default_workdir(gitops), git=git)
+        except ConfigError as exc:  # `relay up` without a GitOps repo still runs the rest
+            self.unusable = str(exc)
+            log.warning("commit worker has no usable GitOps repository", problem=self.unusable)
+        self.committer = Committer(settings.deploy, self.repo) if self.repo else None
         self.batcher: Batcher[Op, Done] = Batcher(
-            self.committer.flush, window=gitops.batch_window_ms / 1000, max_size=gitops.batch_max
+            self._flush, window=gitops.batch_window_ms / 1000, max_size=gitops.batch_max
         )
+
+    async def _flush(self, ops: list[Op]) -> Sequence[Done | BaseException]:
+        if self.committer is None:
+            raise Permanent("gitops_not_configured", self.unusable or "no GitOps repository")
+        return await self.committer.flush(ops)
 
     async def handle(self, event: CloudEvent, ctx: Context) -> None:
         started = time.monotonic()
@@ -91,7 +103,8 @@ class CommitWorker:
 
     async def close(self) -> None:
         """Release the working clone (the host calls this after its consumers stopped)."""
-        await self.repo.close()
+        if self.repo is not None:
+            await self.repo.close()
 
 
 def deploy_op(event: CloudEvent, data: ImagePushed, settings: DeploySettings) -> Op:
