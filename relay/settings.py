@@ -253,6 +253,15 @@ class GitOpsSettings(_Model):
     )
     source_name: str = Field(default="flux-system", description="Flux GitRepository for this repo.")
     source_namespace: str = Field(default="flux-system", description="Its namespace.")
+    push_attempts: int = Field(
+        default=8,
+        ge=1,
+        description="Pushes tried per batch when the remote moved meanwhile (fetch, re-apply, "
+        "push again with back-off) before the batch fails with git_push_failed.",
+    )
+    command_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds one git command may take before it is killed."
+    )
 
     _token: SecretStr | None = PrivateAttr(default=None)
 
@@ -303,6 +312,12 @@ class ManifestSettings(_Model):
         default=False, description="Set readOnlyRootFilesystem."
     )
     network_policy: bool = Field(default=False, description="Write a NetworkPolicy per app.")
+    run_as_user: int | None = Field(
+        default=65532,
+        ge=1,
+        description="runAsUser/runAsGroup of app pods, so images without a USER still run under "
+        "runAsNonRoot; None keeps the image's own (numeric, non-root) USER.",
+    )
     kustomization_timeout: str = Field(default="3m", description="Flux Kustomization spec.timeout.")
     kustomization_interval: str = Field(
         default="10m", description="Flux Kustomization spec.interval."
