@@ -35,7 +35,7 @@ binaries_ready() {
     [[ "$(head -n1 "$STAMP")" == "$STAMP_ID" ]]
 }
 
-fast_path_ok() { binaries_ready && command -v etcd >/dev/null 2>&1; }
+fast_path_ok() { binaries_ready && command -v etcd >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1; }
 
 if fast_path_ok; then
   say "cached: $BIN ($(sed -n 2p "$STAMP"))"
