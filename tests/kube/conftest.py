@@ -4,11 +4,4 @@ The fixture is imported rather than listed in `pytest_plugins`, which pytest ref
 conftest below the rootdir. Other test directories may import it the same way.
 """
 
-import sys
-from pathlib import Path
-
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:  # `tests.support` must import under plain `pytest` as well
-    sys.path.insert(0, _ROOT)
-
 from tests.support.kube_fixtures import kube_api  # noqa: F401

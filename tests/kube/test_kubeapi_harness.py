@@ -38,7 +38,11 @@ def git_repository(name: str, namespace: str = FLUX_NS) -> dict[str, Any]:
         "apiVersion": "source.toolkit.fluxcd.io/v1",
         "kind": "GitRepository",
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {"url": "http://127.0.0.1:8418/homelab.git", "interval": "10m", "ref": {"branch": "main"}},
+        "spec": {
+            "url": "http://127.0.0.1:8418/homelab.git",
+            "interval": "10m",
+            "ref": {"branch": "main"},
+        },
     }
 
 
@@ -83,15 +87,22 @@ def annotation_patch() -> dict[str, Any]:
     [(GITREPOS, git_repository), (KUSTOMIZATIONS, kustomization)],
     ids=["gitrepository", "kustomization"],
 )
-def test_relay_merge_patches_reconcile_annotation(kube_api: KubeAPIServer, collection: str, make: Any) -> None:
+def test_relay_merge_patches_reconcile_annotation(
+    kube_api: KubeAPIServer, collection: str, make: Any
+) -> None:
     created = kube_api.create(make(unique("obj")))
     url = f"{collection}/{created['metadata']['name']}"
     patch = annotation_patch()
 
-    status, patched = kube_api.request("PATCH", url, token=kube_api.relay_token, body=patch, content_type=MERGE_PATCH)
+    status, patched = kube_api.request(
+        "PATCH", url, token=kube_api.relay_token, body=patch, content_type=MERGE_PATCH
+    )
 
     assert status == 200, patched
-    assert patched["metadata"]["annotations"][REQUESTED_AT] == patch["metadata"]["annotations"][REQUESTED_AT]
+    assert (
+        patched["metadata"]["annotations"][REQUESTED_AT]
+        == patch["metadata"]["annotations"][REQUESTED_AT]
+    )
     assert patched["metadata"]["generation"] == created["metadata"]["generation"]
     assert patched["metadata"]["resourceVersion"] != created["metadata"]["resourceVersion"]
     assert kube_api.request("GET", url, token=kube_api.relay_token)[0] == 200
@@ -114,11 +125,19 @@ def test_relay_cannot_patch_deployment(kube_api: KubeAPIServer) -> None:
     url = f"{DEPLOYMENTS}/{name}"
 
     status, body = kube_api.request(
-        "PATCH", url, token=kube_api.relay_token, body={"spec": {"replicas": 3}}, content_type=MERGE_PATCH
+        "PATCH",
+        url,
+        token=kube_api.relay_token,
+        body={"spec": {"replicas": 3}},
+        content_type=MERGE_PATCH,
     )
     assert status == 403, body
     status, body = kube_api.request(
-        "PATCH", f"{url}/status", token=kube_api.relay_token, body={"status": {"replicas": 3}}, content_type=MERGE_PATCH
+        "PATCH",
+        f"{url}/status",
+        token=kube_api.relay_token,
+        body={"status": {"replicas": 3}},
+        content_type=MERGE_PATCH,
     )
     assert status == 403, body
     assert kube_api.request("DELETE", url, token=kube_api.relay_token)[0] == 403
@@ -136,7 +155,10 @@ def test_relay_cannot_touch_default_namespace(kube_api: KubeAPIServer) -> None:
         }
     )
     relay = kube_api.relay_token
-    assert kube_api.request("GET", f"/api/v1/namespaces/default/configmaps/{name}", token=relay)[0] == 403
+    assert (
+        kube_api.request("GET", f"/api/v1/namespaces/default/configmaps/{name}", token=relay)[0]
+        == 403
+    )
     status, _ = kube_api.request(
         "PATCH",
         f"/api/v1/namespaces/default/configmaps/{name}",
@@ -161,7 +183,9 @@ def test_relay_cannot_touch_default_namespace(kube_api: KubeAPIServer) -> None:
     assert status == 403
 
 
-def test_relay_cannot_create_delete_or_write_status_of_flux_objects(kube_api: KubeAPIServer) -> None:
+def test_relay_cannot_create_delete_or_write_status_of_flux_objects(
+    kube_api: KubeAPIServer,
+) -> None:
     relay = kube_api.relay_token
     status, _ = kube_api.request("POST", GITREPOS, token=relay, body=git_repository(unique("repo")))
     assert status == 403
@@ -185,7 +209,11 @@ def test_kubeconfigs_work_with_kubectl(kube_api: KubeAPIServer) -> None:
 
     def kubectl(kubeconfig: object, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["kubectl", f"--kubeconfig={kubeconfig}", *args], capture_output=True, text=True, timeout=60, check=False
+            ["kubectl", f"--kubeconfig={kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
 
     assert (
@@ -193,12 +221,22 @@ def test_kubeconfigs_work_with_kubectl(kube_api: KubeAPIServer) -> None:
         == f"namespace/{FLUX_NS}"
     )
     can = kubectl(
-        kube_api.relay_kubeconfig, "auth", "can-i", "patch", "gitrepositories.source.toolkit.fluxcd.io", "-n", FLUX_NS
+        kube_api.relay_kubeconfig,
+        "auth",
+        "can-i",
+        "patch",
+        "gitrepositories.source.toolkit.fluxcd.io",
+        "-n",
+        FLUX_NS,
     )
     assert can.stdout.strip() == "yes", can.stderr
-    cannot = kubectl(kube_api.relay_kubeconfig, "auth", "can-i", "patch", "deployments.apps", "-n", APPS_NS)
+    cannot = kubectl(
+        kube_api.relay_kubeconfig, "auth", "can-i", "patch", "deployments.apps", "-n", APPS_NS
+    )
     assert cannot.stdout.strip() == "no", cannot.stderr
-    listed = kubectl(kube_api.relay_kubeconfig, "get", "gitrepositories.source.toolkit.fluxcd.io", "-o", "json")
+    listed = kubectl(
+        kube_api.relay_kubeconfig, "get", "gitrepositories.source.toolkit.fluxcd.io", "-o", "json"
+    )
     assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout)["kind"] == "List"
 
@@ -224,7 +262,9 @@ def is_gone(status: int, event: dict[str, Any]) -> bool:
 def test_watch_from_compacted_resource_version_gets_410(kube_api: KubeAPIServer) -> None:
     created = kube_api.create(git_repository(unique("watched")))
     name, old_rv = created["metadata"]["name"], created["metadata"]["resourceVersion"]
-    kube_api.request("PATCH", f"{GITREPOS}/{name}", body=annotation_patch(), content_type=MERGE_PATCH)
+    kube_api.request(
+        "PATCH", f"{GITREPOS}/{name}", body=annotation_patch(), content_type=MERGE_PATCH
+    )
 
     status, event = first_watch_event(kube_api, GITREPOS, old_rv)
     assert status == 200 and event["type"] == "MODIFIED", event  # replayable before compaction
@@ -236,15 +276,21 @@ def test_watch_from_compacted_resource_version_gets_410(kube_api: KubeAPIServer)
     assert is_gone(status, event), (status, event)
     status, listed = kube_api.request("GET", GITREPOS, token=kube_api.relay_token)
     assert status == 200
-    status, event = first_watch_event(kube_api, GITREPOS, listed["metadata"]["resourceVersion"], timeout_s=1)
-    assert status == 200 and not is_gone(status, event), event  # a fresh list's resourceVersion watches fine
+    status, event = first_watch_event(
+        kube_api, GITREPOS, listed["metadata"]["resourceVersion"], timeout_s=1
+    )
+    assert status == 200 and not is_gone(status, event), (
+        event
+    )  # a fresh list's resourceVersion watches fine
 
 
 def test_apiserver_stop_ends_watches_and_start_keeps_state(kube_api: KubeAPIServer) -> None:
     name = kube_api.create(git_repository(unique("durable")))["metadata"]["name"]
     rv = kube_api.request("GET", GITREPOS)[1]["metadata"]["resourceVersion"]
     watch = kube_api.open(
-        "GET", f"{GITREPOS}?watch=1&resourceVersion={rv}&timeoutSeconds=60", token=kube_api.relay_token
+        "GET",
+        f"{GITREPOS}?watch=1&resourceVersion={rv}&timeoutSeconds=60",
+        token=kube_api.relay_token,
     )
     assert watch.status == 200
 
@@ -260,7 +306,11 @@ def test_apiserver_stop_ends_watches_and_start_keeps_state(kube_api: KubeAPIServ
     status, body = kube_api.request("GET", f"{GITREPOS}/{name}", token=kube_api.relay_token)
     assert status == 200, body
     status, _ = kube_api.request(
-        "PATCH", f"{GITREPOS}/{name}", token=kube_api.relay_token, body=annotation_patch(), content_type=MERGE_PATCH
+        "PATCH",
+        f"{GITREPOS}/{name}",
+        token=kube_api.relay_token,
+        body=annotation_patch(),
+        content_type=MERGE_PATCH,
     )
     assert status == 200
 
@@ -280,7 +330,9 @@ def test_controller_manager_rolls_deployments_into_pods(kube_api: KubeAPIServer)
     kube_api.start_controller_manager()
     try:
         name = kube_api.create(deployment(unique("rollout")))["metadata"]["name"]
-        pods_url = f"/api/v1/namespaces/{APPS_NS}/pods?labelSelector=app.kubernetes.io/name%3D{name}"
+        pods_url = (
+            f"/api/v1/namespaces/{APPS_NS}/pods?labelSelector=app.kubernetes.io/name%3D{name}"
+        )
 
         pods = poll(
             "a Pod from the ReplicaSet controller",

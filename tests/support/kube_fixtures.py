@@ -39,7 +39,9 @@ def ensure_kube_binaries() -> Path:
         check=False,
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"{BUILD_SCRIPT} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        raise RuntimeError(
+            f"{BUILD_SCRIPT} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
     return kube_cache_dir()
 
 
@@ -48,7 +50,9 @@ def kube_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPIServer
     """A started KubeAPIServer (etcd + kube-apiserver 1.20) shared by the whole session."""
     if os.environ.get("RELAY_TEST_SKIP_KUBE") == "1":
         pytest.skip("RELAY_TEST_SKIP_KUBE=1")
-    server = KubeAPIServer(cache_dir=ensure_kube_binaries(), work_dir=tmp_path_factory.mktemp("kube"))
+    server = KubeAPIServer(
+        cache_dir=ensure_kube_binaries(), work_dir=tmp_path_factory.mktemp("kube")
+    )
     server.start()
     try:
         yield server

@@ -176,10 +176,18 @@ class KubeAPIServer:
         """(Re)start kube-apiserver on the same port with the same etcd; wait until ready."""
         if self._apiserver is None:
             self._apiserver = Process(
-                "kube-apiserver", self._apiserver_argv(), log=self.work_dir / "kube-apiserver.log", cwd=self.work_dir
+                "kube-apiserver",
+                self._apiserver_argv(),
+                log=self.work_dir / "kube-apiserver.log",
+                cwd=self.work_dir,
             )
         self._apiserver.start()
-        wait_until("kube-apiserver /readyz", self._apiserver_ready, timeout=self.ready_timeout, interval=0.2)
+        wait_until(
+            "kube-apiserver /readyz",
+            self._apiserver_ready,
+            timeout=self.ready_timeout,
+            interval=0.2,
+        )
         if self._bootstrapped():
             self._wait_crds_served()
 
@@ -233,8 +241,12 @@ class KubeAPIServer:
         marker = {"key": _b64("/relay-test/compaction-marker"), "value": _b64(str(time.time()))}
         revision = int(post_json(f"{self.etcd_url}/v3/kv/put", marker)["header"]["revision"])
         try:
-            post_json(f"{self.etcd_url}/v3/kv/compaction", {"revision": str(revision), "physical": True})
-        except urllib.error.HTTPError as error:  # the API server's own compactor may have been first
+            post_json(
+                f"{self.etcd_url}/v3/kv/compaction", {"revision": str(revision), "physical": True}
+            )
+        except (
+            urllib.error.HTTPError
+        ) as error:  # the API server's own compactor may have been first
             if b"compacted" not in error.read():
                 raise
         return revision
@@ -290,7 +302,10 @@ class KubeAPIServer:
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [
-                {"name": "relay-test", "cluster": {"server": self.url, "certificate-authority-data": ca_data}}
+                {
+                    "name": "relay-test",
+                    "cluster": {"server": self.url, "certificate-authority-data": ca_data},
+                }
             ],
             "users": [{"name": user, "user": {"token": token}}],
             "contexts": [
@@ -320,10 +335,15 @@ class KubeAPIServer:
     # --- bootstrap ------------------------------------------------------------------------
     def _bootstrap(self) -> None:
         wait_until(
-            "namespace default", partial(self._answers_ok, "/api/v1/namespaces/default"), timeout=30.0, interval=0.2
+            "namespace default",
+            partial(self._answers_ok, "/api/v1/namespaces/default"),
+            timeout=30.0,
+            interval=0.2,
         )
         for name in NAMESPACES:
-            self.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}, exist_ok=True)
+            self.create(
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}, exist_ok=True
+            )
             # Pods can be created directly (no controller manager) despite ServiceAccount admission.
             self.create(
                 {
@@ -353,14 +373,23 @@ class KubeAPIServer:
             name, spec = crd["metadata"]["name"], crd["spec"]
             version = next(v["name"] for v in spec["versions"] if v.get("served"))
             path = f"/apis/{spec['group']}/{version}/{spec['names']['plural']}"
-            wait_until(f"CRD {name} established", partial(self._crd_established, name), timeout=30.0, interval=0.2)
-            wait_until(f"{path} served", partial(self._answers_ok, path), timeout=30.0, interval=0.2)
+            wait_until(
+                f"CRD {name} established",
+                partial(self._crd_established, name),
+                timeout=30.0,
+                interval=0.2,
+            )
+            wait_until(
+                f"{path} served", partial(self._answers_ok, path), timeout=30.0, interval=0.2
+            )
 
     def _answers_ok(self, path: str) -> bool:
         return self.request("GET", path)[0] == 200
 
     def _crd_established(self, name: str) -> bool:
-        status, crd = self.request("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+        status, crd = self.request(
+            "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+        )
         conditions = (crd or {}).get("status", {}).get("conditions", []) if status == 200 else []
         return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
@@ -383,7 +412,10 @@ class KubeAPIServer:
             "--v=1",
         ]
         self._manager = Process(
-            "kube-controller-manager", argv, log=self.work_dir / "kube-controller-manager.log", cwd=self.work_dir
+            "kube-controller-manager",
+            argv,
+            log=self.work_dir / "kube-controller-manager.log",
+            cwd=self.work_dir,
         )
         self._manager.start()
         time.sleep(0.5)
@@ -408,31 +440,48 @@ class KubeAPIServer:
         """One API call (admin token unless `token` is given): (HTTP status, decoded body)."""
         assert self._http is not None, "start() first"
         return self._http.request(
-            method, path, token=token or self.admin_token, body=body, content_type=content_type, timeout=timeout
+            method,
+            path,
+            token=token or self.admin_token,
+            body=body,
+            content_type=content_type,
+            timeout=timeout,
         )
 
-    def open(self, method: str, path: str, *, token: str | None = None, timeout: float = 10.0) -> Any:
+    def open(
+        self, method: str, path: str, *, token: str | None = None, timeout: float = 10.0
+    ) -> Any:
         """A streaming response (for watches); the caller closes it."""
         assert self._http is not None, "start() first"
         return self._http.open(method, path, token=token or self.admin_token, timeout=timeout)
 
-    def create(self, obj: dict[str, Any], *, exist_ok: bool = False, token: str | None = None) -> dict[str, Any]:
+    def create(
+        self, obj: dict[str, Any], *, exist_ok: bool = False, token: str | None = None
+    ) -> dict[str, Any]:
         """Create `obj` as admin (or `token`); with `exist_ok`, a 409 returns the stored object."""
         status, reply = self.request("POST", collection_path(obj), body=obj, token=token)
         if status == 409 and exist_ok:
-            status, reply = self.request("GET", f"{collection_path(obj)}/{obj['metadata']['name']}", token=token)
+            status, reply = self.request(
+                "GET", f"{collection_path(obj)}/{obj['metadata']['name']}", token=token
+            )
         if status not in (200, 201):
-            raise RuntimeError(f"creating {obj['kind']} {obj['metadata'].get('name')}: {status} {reply}")
+            raise RuntimeError(
+                f"creating {obj['kind']} {obj['metadata'].get('name')}: {status} {reply}"
+            )
         return dict(reply)
 
     def _check_inputs(self) -> None:
-        missing = [str(p) for p in (self.bin_dir / "kube-apiserver", *self.crd_paths) if not p.exists()]
+        missing = [
+            str(p) for p in (self.bin_dir / "kube-apiserver", *self.crd_paths) if not p.exists()
+        ]
         if shutil.which("etcd") is None:
             missing.append("etcd (Debian etcd-server)")
         if shutil.which("openssl") is None:
             missing.append("openssl")
         if missing:
-            raise FileNotFoundError(f"missing: {', '.join(missing)} (run scripts/kube/build-apiserver.sh)")
+            raise FileNotFoundError(
+                f"missing: {', '.join(missing)} (run scripts/kube/build-apiserver.sh)"
+            )
 
 
 def _b64(text: str) -> str:

@@ -6,6 +6,7 @@ Everything here binds to 127.0.0.1 only and uses the standard library plus the `
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -28,7 +29,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(what: str, check: Callable[[], bool], *, timeout: float, interval: float = 0.1) -> None:
+def wait_until(
+    what: str, check: Callable[[], bool], *, timeout: float, interval: float = 0.1
+) -> None:
     """Poll `check` until it returns True; raise TimeoutError naming `what` otherwise."""
     deadline = time.monotonic() + timeout
     while True:
@@ -105,10 +108,8 @@ class Process:
 
     @staticmethod
     def _signal_group(pgid: int, sig: signal.Signals) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,12 @@ class Pki:
     @classmethod
     def create(cls, directory: Path) -> Pki:
         directory.mkdir(parents=True, exist_ok=True)
-        pki = cls(*(directory / n for n in ("ca.crt", "ca.key", "server.crt", "server.key", "sa.key", "sa.pub")))
+        pki = cls(
+            *(
+                directory / n
+                for n in ("ca.crt", "ca.key", "server.crt", "server.key", "sa.key", "sa.pub")
+            )
+        )
         ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
         _openssl(
             "req",
@@ -200,7 +206,9 @@ class HttpClient:
         content_type: str = "application/json",
         timeout: float = 10.0,
     ) -> tuple[int, Any]:
-        response = self.open(method, path, token=token, body=body, content_type=content_type, timeout=timeout)
+        response = self.open(
+            method, path, token=token, body=body, content_type=content_type, timeout=timeout
+        )
         with response:
             return response.status, _decode(response.read())
 
@@ -238,7 +246,10 @@ def _decode(raw: bytes) -> Any:
 def post_json(url: str, body: Any, *, timeout: float = 10.0) -> Any:
     """POST JSON over plain HTTP (etcd's gRPC gateway on loopback); raise on HTTP errors."""
     request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read())
