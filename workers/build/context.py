@@ -71,10 +71,14 @@ def check_inline(files: Mapping[str, str], dockerfile: str | None, limits: Limit
 
 def write_files(root: Path, files: Mapping[str, bytes]) -> None:
     """Create each file under ``root`` without following any link (blocking: use a thread)."""
+    for name in files:  # every name first: a bad one means nothing is written at all
+        try:
+            check_context_path(name)
+        except ValueError as exc:
+            raise Permanent("invalid_source", str(exc)) from None
     root_fd = os.open(root, _DIR_FLAGS)
     try:
         for name in sorted(files):
-            check_context_path(name)
             _write_one(root_fd, name.split("/"), files[name], name)
     finally:
         os.close(root_fd)

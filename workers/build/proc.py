@@ -18,7 +18,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import structlog
+
+log = structlog.get_logger(__name__)
 LineSink = Callable[[str], None]
+REAP_SECONDS = 5.0  # how long a killed process tree may take to go away
 TAIL_LINES = 30
 MAX_LINE = 4096  # characters of one output line kept (progress bars can be long)
 
@@ -113,7 +117,12 @@ async def _kill_tree(proc: asyncio.subprocess.Process) -> None:
             os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
         proc.kill()
-    await asyncio.shield(proc.wait())
+    try:
+        # wait() also waits for the output pipe to close: a process that escaped the tree
+        # (double-forked into another session) could hold it open forever.
+        await asyncio.wait_for(asyncio.shield(proc.wait()), timeout=REAP_SECONDS)
+    except TimeoutError:
+        log.warning("a killed process left a holder of its output behind", pid=proc.pid)
 
 
 def descendants(root: int) -> list[int]:
