@@ -218,6 +218,15 @@ class RegistrySettings(_Model):
     keep_versions: int = Field(
         default=5, ge=1, description="Newest versions kept per app; older are deleted."
     )
+    retention_min_age: float = Field(
+        default=600.0,
+        ge=0,
+        description="Seconds: an image younger than this (by its config's created time) is never "
+        "deleted by retention, so concurrent deploys of one app cannot remove each other's image.",
+    )
+    request_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds one registry API request may take."
+    )
 
     _password: SecretStr | None = PrivateAttr(default=None)
 
@@ -295,6 +304,20 @@ class BuilderSettings(_Model):
         default=10 * 1024 * 1024, description="Cap on an inline context."
     )
     max_file_bytes: int = Field(default=1024 * 1024, description="Cap on one inline file.")
+    max_git_context_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        description="Cap in bytes on a Git checkout used as a context (after removing .git).",
+    )
+    buildah_root: Path | None = Field(
+        default=None,
+        description="Directory holding buildah's storage root, run root and chosen driver "
+        "(default: <tmp>/relay-buildah); base images stay cached there between builds.",
+    )
+    workdir: Path | None = Field(
+        default=None,
+        description="Where each build's private directory (context, auth file) is made and "
+        "removed afterwards (default: the system temp directory).",
+    )
 
 
 class ResourceSettings(_Model):

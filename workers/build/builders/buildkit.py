@@ -1,0 +1,89 @@
+"""``buildkit``: ``buildctl`` against a buildkitd (rootless, the in-cluster choice).
+
+The Dockerfile frontend builds the context and the image exporter pushes it
+(``--output type=image,name=…,push=true``); the pushed digest comes from ``--metadata-file``.
+``builder.platform`` becomes ``--opt platform=…`` (``linux/arm64`` for Raspberry Pi nodes).
+Registry credentials: a ``config.json`` in a private ``DOCKER_CONFIG`` directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+
+from relay.errors import Permanent
+from relay.settings import BuilderSettings
+from workers.build.auth import Credentials
+from workers.build.builders.base import BuildJob, check_step, clean_env, private_config_dir
+from workers.build.proc import ArgvRecorder, LineSink, run
+
+
+class BuildkitBuilder:
+    name = "buildkit"
+
+    def __init__(
+        self,
+        settings: BuilderSettings,
+        *,
+        creds: Credentials | None,
+        insecure: bool,
+        recorder: ArgvRecorder | None = None,
+    ) -> None:
+        self._settings = settings
+        self._creds = creds
+        self._insecure = insecure
+        self._recorder = recorder
+        self._binary = shutil.which("buildctl")
+
+    async def build_and_push(self, job: BuildJob, log_lines: LineSink) -> str:
+        if self._binary is None:
+            raise Permanent(
+                "builder_unavailable", "builder.backend is buildkit but buildctl is not installed"
+            )
+        config_dir = await asyncio.to_thread(private_config_dir, job.workdir, self._creds)
+        metadata = job.workdir / "metadata.json"
+        env = clean_env({"DOCKER_CONFIG": str(config_dir)})
+        argv = [self._binary, *self.build_args(job, metadata)]
+        result = await run(argv, env=env, on_line=log_lines, recorder=self._recorder)
+        check_step(result, "buildctl build", pushing=True)
+        return _metadata_digest(metadata)
+
+    def build_args(self, job: BuildJob, metadata: Path) -> list[str]:
+        output = f"type=image,name={job.ref},push=true"
+        if self._insecure:
+            output += ",registry.insecure=true"
+        platform = (
+            ["--opt", f"platform={self._settings.platform}"] if self._settings.platform else []
+        )
+        labels = [a for k, v in sorted(job.labels.items()) for a in ("--opt", f"label:{k}={v}")]
+        return [
+            "--addr",
+            self._settings.buildkit_addr,
+            "build",
+            "--frontend",
+            "dockerfile.v0",
+            "--local",
+            f"context={job.context_dir}",
+            "--local",
+            f"dockerfile={job.dockerfile.parent}",
+            "--opt",
+            f"filename={job.dockerfile.name}",
+            *platform,
+            *labels,
+            "--output",
+            output,
+            "--metadata-file",
+            str(metadata),
+        ]
+
+
+def _metadata_digest(path: Path) -> str:
+    try:
+        digest = json.loads(path.read_text()).get("containerimage.digest", "")
+    except (OSError, ValueError, AttributeError):
+        digest = ""
+    if not isinstance(digest, str) or not digest.startswith("sha256:"):
+        raise Permanent("build_failed", "buildctl did not report the pushed digest")
+    return digest
