@@ -18,8 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import aio_pika
@@ -33,11 +32,20 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
+from relay.bus.amqp import (
+    QUORUM,
+    Delivery,
+    Outgoing,
+    dead_letter_info,
+    dead_letter_of,
+    delay_arguments,
+    incoming,
+    replay_of,
+    retry_of,
+    retry_queue,
+)
 from relay.bus.base import (
-    ATTEMPT_HEADER,
     DEAD_LETTER_QUEUE,
-    ERROR_HEADER,
-    ORIGIN_HEADER,
     Ack,
     DeadLetter,
     DeadLetterInfo,
@@ -53,126 +61,31 @@ from relay.settings import BrokerSettings
 
 log = structlog.get_logger(__name__)
 
-ROUTING_KEY_HEADER = "x-relay-routing-key"
-MESSAGE_ID_HEADER = "x-relay-message-id"
-FAILED_AT_HEADER = "x-relay-failed-at"
 CONNECT_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 5.0
-MAX_ERROR_LENGTH = 2000
 MAX_DEAD_LETTERS = 10_000
-QUORUM: dict[str, Any] = {"x-queue-type": "quorum"}
+ReadAll = Callable[[], Awaitable[list[AbstractIncomingMessage]]]
 
 
-def delay_arguments(work_queue: str, delay: float) -> dict[str, Any]:
-    """A delay queue: hold every message ``delay`` seconds, then back to ``work_queue``."""
-    return {
-        **QUORUM,
-        "x-message-ttl": max(0, round(delay * 1000)),
-        "x-dead-letter-exchange": "",
-        "x-dead-letter-routing-key": work_queue,
-        "x-dead-letter-strategy": "at-least-once",
-        "x-overflow": "reject-publish",
-    }
-
-
-def _header_text(value: object) -> str | None:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, str | int | float | bool):
-        return str(value)
-    return None
-
-
-def text_headers(headers: Mapping[str, object]) -> dict[str, str]:
-    """The scalar headers as text (``x-death`` and other tables are left out)."""
-    found = {key: _header_text(value) for key, value in headers.items()}
-    return {key: value for key, value in found.items() if value is not None}
-
-
-def _int(value: str | None, default: int) -> int:
-    try:
-        return int(value) if value is not None else default
-    except ValueError:
-        return default
-
-
-def incoming(message: AbstractIncomingMessage) -> Incoming:
-    headers = text_headers(message.headers)
-    return Incoming(
+def delivery(message: AbstractIncomingMessage) -> Delivery:
+    return Delivery(
         body=message.body,
-        routing_key=headers.get(ROUTING_KEY_HEADER) or message.routing_key or "",
+        routing_key=message.routing_key,
         message_id=message.message_id,
         content_type=message.content_type,
-        attempt=_int(headers.get(ATTEMPT_HEADER), 1),
         redelivered=bool(message.redelivered),
-        headers=headers,
+        headers=message.headers,
     )
 
 
-def _message(
-    body: bytes, *, message_id: str | None, headers: dict[str, Any] | None = None
-) -> aio_pika.Message:
+def _message(out: Outgoing) -> aio_pika.Message:
     return aio_pika.Message(
-        body,
+        out.body,
         content_type=CONTENT_TYPE,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        message_id=message_id,
-        headers=headers or {},
-        timestamp=datetime.now(UTC),
+        message_id=out.message_id,
+        headers=out.headers,
     )
-
-
-def _relay_headers(message: Incoming) -> dict[str, Any]:
-    return {k: v for k, v in message.headers.items() if k.startswith("x-relay-")}
-
-
-def retry_message(message: Incoming, error: str) -> aio_pika.Message:
-    headers = {
-        **_relay_headers(message),
-        ATTEMPT_HEADER: message.attempt + 1,
-        ERROR_HEADER: error[:MAX_ERROR_LENGTH],
-        ROUTING_KEY_HEADER: message.routing_key,
-    }
-    return _message(message.body, message_id=message.message_id, headers=headers)
-
-
-def dead_message(queue: str, message: Incoming, error: str) -> aio_pika.Message:
-    headers = {
-        ORIGIN_HEADER: queue,
-        ERROR_HEADER: error[:MAX_ERROR_LENGTH],
-        ATTEMPT_HEADER: message.attempt,
-        FAILED_AT_HEADER: datetime.now(UTC).isoformat(),
-        ROUTING_KEY_HEADER: message.routing_key,
-        MESSAGE_ID_HEADER: message.message_id or "",
-    }
-    return _message(message.body, message_id=uuid.uuid4().hex[:16], headers=headers)
-
-
-def dead_letter_info(message: AbstractIncomingMessage) -> DeadLetterInfo:
-    headers = text_headers(message.headers)
-    failed_at = headers.get(FAILED_AT_HEADER)
-    return DeadLetterInfo(
-        id=message.message_id or "",
-        queue=headers.get(ORIGIN_HEADER, ""),
-        routing_key=headers.get(ROUTING_KEY_HEADER, message.routing_key or ""),
-        error=headers.get(ERROR_HEADER, ""),
-        attempts=_int(headers.get(ATTEMPT_HEADER), 1),
-        failed_at=datetime.fromisoformat(failed_at) if failed_at else None,
-        event_id=_event_id(message.body, headers.get(MESSAGE_ID_HEADER)),
-        body=message.body,
-    )
-
-
-def _event_id(body: bytes, message_id: str | None) -> str | None:
-    try:
-        return decode(body).id
-    except InvalidEvent:
-        return message_id or None
-
-
-def replay_message(info: DeadLetterInfo, message_id: str | None) -> aio_pika.Message:
-    headers = {ROUTING_KEY_HEADER: info.routing_key, ATTEMPT_HEADER: 1}
-    return _message(info.body, message_id=message_id or None, headers=headers)
 
 
 class RabbitConsumer:
@@ -201,7 +114,7 @@ class RabbitConsumer:
         task.add_done_callback(self._inflight.discard)
 
     async def _deliver(self, message: AbstractIncomingMessage) -> None:
-        received = incoming(message)
+        received = incoming(delivery(message))
         try:
             outcome = await self._handler(received)
         except Exception:
@@ -227,7 +140,7 @@ class RabbitConsumer:
             self._tag = None
 
 
-async def _bounded(operation: Any) -> None:
+async def _bounded(operation: Awaitable[Any]) -> None:
     """Run a clean-up step that must not hang or raise (the broker may be gone)."""
     try:
         await asyncio.wait_for(operation, CLOSE_TIMEOUT)
@@ -235,7 +148,7 @@ async def _bounded(operation: Any) -> None:
         log.debug("clean-up step failed", error=repr(exc))
 
 
-async def _settle_quietly(operation: Any) -> None:
+async def _settle_quietly(operation: Awaitable[Any]) -> None:
     """Ack or nack; on a lost channel the broker redelivers the message anyway."""
     try:
         await operation
@@ -300,17 +213,15 @@ class RabbitBus:
 
     async def publish_raw(self, body: bytes, *, routing_key: str, message_id: str | None) -> None:
         _, _, exchange = self._require()
-        await self._send(exchange, _message(body, message_id=message_id), routing_key)
+        await self._send(exchange, Outgoing(body=body, message_id=message_id), routing_key)
 
-    async def _send(
-        self, exchange: AbstractExchange, message: aio_pika.Message, routing_key: str
-    ) -> None:
+    async def _send(self, exchange: AbstractExchange, out: Outgoing, routing_key: str) -> None:
         """Publish with confirm; every failure becomes a ``PublishError``."""
         _, channel, _ = self._require()
         try:
             async with asyncio.timeout(self._settings.confirm_timeout):
                 await channel.ready()
-                await exchange.publish(message, routing_key, mandatory=True)
+                await exchange.publish(_message(out), routing_key, mandatory=True)
         except aiormq.exceptions.PublishError:
             raise Unroutable(f"no queue is bound to {routing_key!r}") from None
         except aiormq.exceptions.DeliveryError as exc:
@@ -324,9 +235,9 @@ class RabbitBus:
         except aio_pika.exceptions.CONNECTION_EXCEPTIONS as exc:
             raise BrokerUnavailable(f"lost the broker while publishing: {exc!r}") from None
 
-    async def _send_to_queue(self, queue: str, message: aio_pika.Message) -> None:
+    async def _send_to_queue(self, queue: str, out: Outgoing) -> None:
         _, channel, _ = self._require()
-        await self._send(channel.default_exchange, message, queue)
+        await self._send(channel.default_exchange, out, queue)
 
     async def declare(self, queue: QueueSpec) -> None:
         self._require()
@@ -369,12 +280,11 @@ class RabbitBus:
             case Ack():
                 return
             case Retry(error=error):
-                step = min(message.attempt, len(self._delays))
-                await self._send_to_queue(f"{queue}.retry.{step}", retry_message(message, error))
+                target = retry_queue(queue, message.attempt, len(self._delays))
+                await self._send_to_queue(target, retry_of(message, error))
             case DeadLetter(error=error):
-                await self._send_to_queue(
-                    self.dead_letter_queue, dead_message(queue, message, error)
-                )
+                dead = dead_letter_of(queue, message, error)
+                await self._send_to_queue(self.dead_letter_queue, dead)
 
     async def tap(self, keys: Sequence[str] = ("#",)) -> AsyncIterator[CloudEvent]:
         connection, _, _ = self._require()
@@ -394,7 +304,7 @@ class RabbitBus:
 
     async def dead_letters(self) -> list[DeadLetterInfo]:
         async with self._dead_letter_reader() as read:
-            return [dead_letter_info(message) for message in await read()]
+            return [dead_letter_info(delivery(message)) for message in await read()]
 
     async def replay(self, dead_letter_id: str) -> bool:
         async with self._dead_letter_reader() as read:
@@ -404,18 +314,17 @@ class RabbitBus:
         return False
 
     async def _replay_one(self, message: AbstractIncomingMessage) -> bool:
-        info = dead_letter_info(message)
-        original_id = text_headers(message.headers).get(MESSAGE_ID_HEADER)
+        queue, out = replay_of(delivery(message))
         try:
-            await self._send_to_queue(info.queue, replay_message(info, original_id))
+            await self._send_to_queue(queue, out)
         except Unroutable:
-            log.warning("dead letter's queue is gone; left in place", queue=info.queue)
+            log.warning("dead letter's queue is gone; left in place", queue=queue)
             return False
         await message.ack()
         return True
 
     @contextlib.asynccontextmanager
-    async def _dead_letter_reader(self) -> AsyncIterator[Any]:
+    async def _dead_letter_reader(self) -> AsyncIterator[ReadAll]:
         """Take every dead letter unacknowledged on a private channel; closing returns the rest."""
         connection, _, _ = self._require()
         channel = await connection.channel(publisher_confirms=False)
