@@ -103,6 +103,11 @@ class BrokerSettings(_Model):
     retry: RetrySettings = Field(
         default_factory=RetrySettings, description="Retry and dead-letter policy."
     )
+    reconnect_interval: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds between attempts to reconnect after the broker connection is lost.",
+    )
     stream_max_age: str = Field(
         default="7D", description="Retention by age of the history stream (RabbitMQ x-max-age)."
     )

@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+import structlog
+
 from relay.bus.base import (
     DEAD_LETTER_QUEUE,
     Ack,
@@ -27,9 +29,11 @@ from relay.bus.base import (
     Retry,
 )
 from relay.bus.topic import matches
-from relay.errors import BrokerUnavailable, Unroutable
+from relay.errors import BrokerUnavailable, InvalidEvent, Unroutable
 from relay.events import CONTENT_TYPE, CloudEvent, decode, encode
 from relay.settings import RetrySettings
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -95,6 +99,17 @@ class MemoryConsumer:
         self._bus.forget(self)
 
 
+def _feed_taps(sinks: list[asyncio.Queue[CloudEvent]], body: bytes, routing_key: str) -> None:
+    """Taps see decoded events only; like RabbitMQ's tap, an invalid body is skipped."""
+    try:
+        event = decode(body, routing_key=routing_key)
+    except InvalidEvent as exc:
+        log.warning("tap skipped an invalid event", routing_key=routing_key, error=str(exc))
+        return
+    for sink in sinks:
+        sink.put_nowait(event)
+
+
 class MemoryBus:
     """``memory://``: every bus behaviour, in this process."""
 
@@ -123,21 +138,21 @@ class MemoryBus:
 
     async def publish(self, event: CloudEvent) -> None:
         await self.publish_raw(encode(event), routing_key=event.routing_key, message_id=event.id)
-        for keys, sink in self._taps:
-            if any(matches(k, event.routing_key) for k in keys):
-                sink.put_nowait(event)
 
     async def publish_raw(self, body: bytes, *, routing_key: str, message_id: str | None) -> None:
         if not self._started:
             raise BrokerUnavailable("the in-memory bus is not started")
         targets = [q for q in self._queues.values() if any(matches(k, routing_key) for k in q.keys)]
-        if not targets and not self._taps:
+        sinks = [sink for keys, sink in self._taps if any(matches(k, routing_key) for k in keys)]
+        if not targets and not sinks:
             raise Unroutable(f"no queue is bound to {routing_key!r}")
         message = Incoming(
             body=body, routing_key=routing_key, message_id=message_id, content_type=CONTENT_TYPE
         )
         for queue in targets:
             queue.put(message)
+        if sinks:
+            _feed_taps(sinks, body, routing_key)
 
     async def declare(self, queue: QueueSpec) -> None:
         existing = self._queues.get(queue.name)

@@ -1,0 +1,358 @@
+"""The RabbitMQ bus through aio-pika: the only module that imports ``aio_pika``.
+
+Topology, per ``BrokerSettings``:
+- a durable topic exchange (``relay.events``) every event is published to;
+- per worker a durable quorum queue ``<name>`` bound to its keys, and one quorum delay queue per
+  back-off step, ``<name>.retry.<n>``, whose queue-level TTL dead-letters messages back to the
+  work queue. One queue per step because messages only expire from a queue's head: one queue
+  holding several TTLs would make short delays wait behind long ones;
+- one durable quorum dead-letter queue ``<prefix>.dead-letters``.
+
+Every publish waits for the broker's confirm, is ``mandatory`` and persistent. Retries and dead
+letters travel through the default exchange, and the event's routing key rides along in a header
+so that a message coming back from a delay queue still says which event it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import aio_pika
+import aiormq
+import structlog
+from aio_pika.abc import (
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+)
+
+from relay.bus.amqp import (
+    QUORUM,
+    Delivery,
+    Outgoing,
+    dead_letter_info,
+    dead_letter_of,
+    delay_arguments,
+    incoming,
+    replay_of,
+    retry_of,
+    retry_queue,
+)
+from relay.bus.base import (
+    DEAD_LETTER_QUEUE,
+    Ack,
+    DeadLetter,
+    DeadLetterInfo,
+    Handler,
+    Incoming,
+    Outcome,
+    QueueSpec,
+    Retry,
+)
+from relay.errors import BrokerUnavailable, InvalidEvent, NotConfirmed, PublishError, Unroutable
+from relay.events import CONTENT_TYPE, CloudEvent, decode, encode
+from relay.settings import BrokerSettings
+
+log = structlog.get_logger(__name__)
+
+CONNECT_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 5.0
+MAX_DEAD_LETTERS = 10_000
+ReadAll = Callable[[], Awaitable[list[AbstractIncomingMessage]]]
+
+
+def delivery(message: AbstractIncomingMessage) -> Delivery:
+    return Delivery(
+        body=message.body,
+        routing_key=message.routing_key,
+        message_id=message.message_id,
+        content_type=message.content_type,
+        redelivered=bool(message.redelivered),
+        headers=message.headers,
+    )
+
+
+def _message(out: Outgoing) -> aio_pika.Message:
+    return aio_pika.Message(
+        out.body,
+        content_type=CONTENT_TYPE,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=out.message_id,
+        headers=out.headers,
+    )
+
+
+class RabbitConsumer:
+    """One worker queue's consumer: its own channel, prefetch = the worker's concurrency."""
+
+    def __init__(self, bus: RabbitBus, spec: QueueSpec, handler: Handler) -> None:
+        self._bus = bus
+        self._spec = spec
+        self._handler = handler
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._channel: AbstractRobustChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._tag: str | None = None
+
+    async def start(self, connection: AbstractRobustConnection) -> None:
+        self._channel = await connection.channel(publisher_confirms=False)
+        await self._channel.set_qos(prefetch_count=self._spec.prefetch)
+        self._queue = await self._channel.declare_queue(
+            self._spec.name, durable=True, arguments=QUORUM
+        )
+        self._tag = await self._queue.consume(self._on_message, no_ack=False)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.create_task(self._deliver(message), name=f"deliver:{self._spec.name}")
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _deliver(self, message: AbstractIncomingMessage) -> None:
+        received = incoming(delivery(message))
+        try:
+            outcome = await self._handler(received)
+        except Exception:
+            log.exception("handler raised; message requeued", queue=self._spec.name)
+            await _settle_quietly(message.nack(requeue=True))
+            return
+        await self._bus.settle(self._spec.name, message, received, outcome)
+
+    async def stop(self, *, grace: float = 0.0) -> None:
+        await self._cancel_consumer()
+        if self._inflight and grace > 0:
+            await asyncio.wait(set(self._inflight), timeout=grace)
+        for task in list(self._inflight):
+            task.cancel()
+        await asyncio.gather(*self._inflight, return_exceptions=True)
+        if self._channel is not None:
+            await _bounded(self._channel.close())
+        self._bus.forget(self)
+
+    async def _cancel_consumer(self) -> None:
+        if self._queue is not None and self._tag is not None:
+            await _bounded(self._queue.cancel(self._tag))
+            self._tag = None
+
+
+async def _bounded(operation: Awaitable[Any]) -> None:
+    """Run a clean-up step that must not hang or raise (the broker may be gone)."""
+    try:
+        await asyncio.wait_for(operation, CLOSE_TIMEOUT)
+    except (TimeoutError, *aio_pika.exceptions.CONNECTION_EXCEPTIONS) as exc:
+        log.debug("clean-up step failed", error=repr(exc))
+
+
+async def _settle_quietly(operation: Awaitable[Any]) -> None:
+    """Ack or nack; on a lost channel the broker redelivers the message anyway."""
+    try:
+        await operation
+    except (*aio_pika.exceptions.CONNECTION_EXCEPTIONS, aio_pika.exceptions.MessageProcessError):
+        log.warning("could not settle a delivery; the broker will redeliver it")
+
+
+class RabbitBus:
+    """``amqp://``: the bus on RabbitMQ (quorum queues, confirms, delay queues, dead letters)."""
+
+    def __init__(self, settings: BrokerSettings) -> None:
+        self._settings = settings
+        self._delays = list(settings.retry.delays) or [0.0]
+        self._connection: AbstractRobustConnection | None = None
+        self._publisher: AbstractRobustChannel | None = None
+        self._admin: AbstractRobustChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._consumers: set[RabbitConsumer] = set()
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self._settings.queue_prefix}.{DEAD_LETTER_QUEUE}"
+
+    @property
+    def connected(self) -> bool:
+        conn = self._connection
+        return conn is not None and not conn.is_closed and conn.connected.is_set()
+
+    async def start(self) -> None:
+        try:
+            self._connection = await aio_pika.connect_robust(
+                self._settings.url,
+                timeout=CONNECT_TIMEOUT,
+                reconnect_interval=self._settings.reconnect_interval,
+            )
+        except (TimeoutError, *aio_pika.exceptions.CONNECTION_EXCEPTIONS) as exc:
+            raise BrokerUnavailable(f"cannot connect to the broker: {exc!r}") from None
+        self._admin = await self._connection.channel(publisher_confirms=False)
+        self._publisher = await self._connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
+        self._exchange = await self._publisher.declare_exchange(
+            self._settings.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        await self._admin.declare_queue(self.dead_letter_queue, durable=True, arguments=QUORUM)
+
+    async def close(self) -> None:
+        for consumer in list(self._consumers):
+            await consumer.stop()
+        if self._connection is not None:
+            await _bounded(self._connection.close())
+        self._connection = None
+
+    def _require(self) -> tuple[AbstractRobustConnection, AbstractRobustChannel, AbstractExchange]:
+        if not self.connected or self._publisher is None or self._exchange is None:
+            raise BrokerUnavailable("not connected to the broker")
+        assert self._connection is not None
+        return self._connection, self._publisher, self._exchange
+
+    async def publish(self, event: CloudEvent) -> None:
+        await self.publish_raw(encode(event), routing_key=event.routing_key, message_id=event.id)
+
+    async def publish_raw(self, body: bytes, *, routing_key: str, message_id: str | None) -> None:
+        _, _, exchange = self._require()
+        await self._send(exchange, Outgoing(body=body, message_id=message_id), routing_key)
+
+    async def _send(self, exchange: AbstractExchange, out: Outgoing, routing_key: str) -> None:
+        """Publish with confirm; every failure becomes a ``PublishError``."""
+        _, channel, _ = self._require()
+        try:
+            async with asyncio.timeout(self._settings.confirm_timeout):
+                await channel.ready()
+                await exchange.publish(_message(out), routing_key, mandatory=True)
+        except aiormq.exceptions.PublishError:
+            raise Unroutable(f"no queue is bound to {routing_key!r}") from None
+        except aiormq.exceptions.DeliveryError as exc:
+            raise NotConfirmed(f"the broker refused the message: {exc.frame!r}") from None
+        except TimeoutError:
+            if not self.connected:
+                raise BrokerUnavailable("lost the broker while publishing") from None
+            raise NotConfirmed(
+                f"no confirm within {self._settings.confirm_timeout}s for {routing_key!r}"
+            ) from None
+        except aio_pika.exceptions.CONNECTION_EXCEPTIONS as exc:
+            raise BrokerUnavailable(f"lost the broker while publishing: {exc!r}") from None
+
+    async def _send_to_queue(self, queue: str, out: Outgoing) -> None:
+        _, channel, _ = self._require()
+        await self._send(channel.default_exchange, out, queue)
+
+    async def declare(self, queue: QueueSpec) -> None:
+        self._require()
+        assert self._admin is not None
+        work = await self._admin.declare_queue(queue.name, durable=True, arguments=QUORUM)
+        for key in queue.keys:
+            await work.bind(self._settings.exchange, routing_key=key)
+        for step, delay in enumerate(self._delays, start=1):
+            await self._admin.declare_queue(
+                f"{queue.name}.retry.{step}",
+                durable=True,
+                arguments=delay_arguments(queue.name, delay),
+            )
+
+    async def consume(self, queue: QueueSpec, handler: Handler) -> RabbitConsumer:
+        await self.declare(queue)
+        connection, _, _ = self._require()
+        consumer = RabbitConsumer(self, queue, handler)
+        await consumer.start(connection)
+        self._consumers.add(consumer)
+        return consumer
+
+    def forget(self, consumer: RabbitConsumer) -> None:
+        self._consumers.discard(consumer)
+
+    async def settle(
+        self, queue: str, raw: AbstractIncomingMessage, message: Incoming, outcome: Outcome
+    ) -> None:
+        """Carry out a handler's outcome; ack only once its effect is confirmed."""
+        try:
+            await self._carry_out(queue, message, outcome)
+        except PublishError as exc:
+            log.warning("could not carry out an outcome; message requeued", error=str(exc))
+            await _settle_quietly(raw.nack(requeue=True))
+            return
+        await _settle_quietly(raw.ack())
+
+    async def _carry_out(self, queue: str, message: Incoming, outcome: Outcome) -> None:
+        match outcome:
+            case Ack():
+                return
+            case Retry(error=error):
+                target = retry_queue(queue, message.attempt, len(self._delays))
+                await self._send_to_queue(target, retry_of(message, error))
+            case DeadLetter(error=error):
+                dead = dead_letter_of(queue, message, error)
+                await self._send_to_queue(self.dead_letter_queue, dead)
+
+    async def tap(self, keys: Sequence[str] = ("#",)) -> AsyncIterator[CloudEvent]:
+        connection, _, _ = self._require()
+        channel = await connection.channel(publisher_confirms=False)
+        try:
+            name = f"{self._settings.queue_prefix}.tap.{uuid.uuid4().hex[:12]}"
+            queue = await channel.declare_queue(name, exclusive=True, auto_delete=True)
+            for key in keys:
+                await queue.bind(self._settings.exchange, routing_key=key)
+            async with queue.iterator(no_ack=True) as messages:
+                async for message in messages:
+                    event = _tapped(message)
+                    if event is not None:
+                        yield event
+        finally:
+            await _bounded(channel.close())
+
+    async def dead_letters(self) -> list[DeadLetterInfo]:
+        async with self._dead_letter_reader() as read:
+            return [dead_letter_info(delivery(message)) for message in await read()]
+
+    async def replay(self, dead_letter_id: str) -> bool:
+        async with self._dead_letter_reader() as read:
+            for message in await read():
+                if message.message_id == dead_letter_id:
+                    return await self._replay_one(message)
+        return False
+
+    async def _replay_one(self, message: AbstractIncomingMessage) -> bool:
+        queue, out = replay_of(delivery(message))
+        try:
+            await self._send_to_queue(queue, out)
+        except Unroutable:
+            log.warning("dead letter's queue is gone; left in place", queue=queue)
+            return False
+        await message.ack()
+        return True
+
+    @contextlib.asynccontextmanager
+    async def _dead_letter_reader(self) -> AsyncIterator[ReadAll]:
+        """Take every dead letter unacknowledged on a private channel; closing returns the rest."""
+        connection, _, _ = self._require()
+        channel = await connection.channel(publisher_confirms=False)
+        queue = await channel.declare_queue(
+            self.dead_letter_queue, durable=True, arguments=QUORUM, robust=False
+        )
+
+        async def read() -> list[AbstractIncomingMessage]:
+            taken: list[AbstractIncomingMessage] = []
+            while len(taken) < MAX_DEAD_LETTERS:
+                message = await queue.get(no_ack=False, fail=False)
+                if message is None:
+                    break
+                taken.append(message)
+            return taken
+
+        try:
+            yield read
+        finally:
+            await _bounded(channel.close())
+
+
+def _tapped(message: AbstractIncomingMessage) -> CloudEvent | None:
+    try:
+        return decode(message.body, routing_key=message.routing_key)
+    except InvalidEvent as exc:
+        log.warning("tap skipped an invalid event", routing_key=message.routing_key, error=str(exc))
+        return None
+
+
+__all__ = ["RabbitBus", "RabbitConsumer"]
