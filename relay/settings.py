@@ -108,6 +108,12 @@ class BrokerSettings(_Model):
         gt=0,
         description="Seconds between attempts to reconnect after the broker connection is lost.",
     )
+    history: bool = Field(
+        default=True,
+        description="Record every relay event in a history stream (a RabbitMQ stream queue, or "
+        "memory) so the status API rebuilds after a restart and `relay tail --since` replays. "
+        "It also makes every relay event routable, even one no worker consumes.",
+    )
     stream_max_age: str = Field(
         default="7D", description="Retention by age of the history stream (RabbitMQ x-max-age)."
     )

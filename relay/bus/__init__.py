@@ -36,7 +36,7 @@ def connect(settings: BrokerSettings) -> Bus:
     if settings.url.startswith("memory://"):
         from relay.bus.memory import MemoryBus
 
-        return MemoryBus(settings.retry)
+        return MemoryBus(settings.retry, history=settings.history)
     if settings.url.startswith(("amqp://", "amqps://")):
         from relay.bus.rabbitmq import RabbitBus
 

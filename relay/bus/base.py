@@ -27,6 +27,18 @@ ATTEMPT_HEADER = "x-relay-attempt"
 ERROR_HEADER = "x-relay-error"
 ORIGIN_HEADER = "x-relay-origin"
 DEAD_LETTER_QUEUE = "dead-letters"
+HISTORY_QUEUE = "history"
+# Every relay event family: what the history stream records (``relay tail --since``, the tracker).
+HISTORY_KEYS = (
+    "git.#",
+    "deploy.#",
+    "image.#",
+    "manifests.#",
+    "reconcile.#",
+    "app.#",
+    "flux.#",
+    "registry.#",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,6 +125,12 @@ class Bus(Protocol):
 
     def tap(self, keys: Sequence[str] = ("#",)) -> AsyncIterator[CloudEvent]:
         """Live events from an exclusive, auto-deleted queue (``relay tail``)."""
+
+    def history(self, since: datetime | None = None) -> AsyncIterator[CloudEvent]:
+        """Recorded events from ``since`` (default: as far back as retention keeps), then live.
+
+        Needs ``broker.history``; on RabbitMQ it reads the history stream queue.
+        """
 
     async def dead_letters(self) -> list[DeadLetterInfo]:
         """The dead-lettered messages, oldest first, left in place."""

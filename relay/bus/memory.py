@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -19,6 +19,7 @@ import structlog
 
 from relay.bus.base import (
     DEAD_LETTER_QUEUE,
+    HISTORY_KEYS,
     Ack,
     DeadLetter,
     DeadLetterInfo,
@@ -113,8 +114,15 @@ def _feed_taps(sinks: list[asyncio.Queue[CloudEvent]], body: bytes, routing_key:
 class MemoryBus:
     """``memory://``: every bus behaviour, in this process."""
 
-    def __init__(self, retry: RetrySettings | None = None) -> None:
+    def __init__(
+        self,
+        retry: RetrySettings | None = None,
+        *,
+        history: bool = True,
+        history_size: int = 20_000,
+    ) -> None:
         self._retry = retry or RetrySettings()
+        self._history: deque[CloudEvent] | None = deque(maxlen=history_size) if history else None
         self._queues: dict[str, _Queue] = {}
         self._taps: list[tuple[tuple[str, ...], asyncio.Queue[CloudEvent]]] = []
         self._dead: dict[str, DeadLetterInfo] = {}
@@ -144,8 +152,12 @@ class MemoryBus:
             raise BrokerUnavailable("the in-memory bus is not started")
         targets = [q for q in self._queues.values() if any(matches(k, routing_key) for k in q.keys)]
         sinks = [sink for keys, sink in self._taps if any(matches(k, routing_key) for k in keys)]
-        if not targets and not sinks:
+        recorded = self._history is not None and any(matches(k, routing_key) for k in HISTORY_KEYS)
+        if not targets and not sinks and not recorded:
             raise Unroutable(f"no queue is bound to {routing_key!r}")
+        if recorded and self._history is not None:
+            with contextlib.suppress(InvalidEvent):
+                self._history.append(decode(body, routing_key=routing_key))
         message = Incoming(
             body=body, routing_key=routing_key, message_id=message_id, content_type=CONTENT_TYPE
         )
@@ -210,7 +222,29 @@ class MemoryBus:
             body=message.body,
         )
 
-    async def tap(self, keys: Sequence[str] = ("#",)) -> AsyncIterator[CloudEvent]:
+    async def history(self, since: datetime | None = None) -> AsyncIterator[CloudEvent]:
+        if self._history is None:
+            raise RuntimeError("broker.history is off: this bus records no history")
+        live = self.tap(HISTORY_KEYS)
+        pending = asyncio.ensure_future(anext(live))  # subscribe before taking the snapshot
+        await asyncio.sleep(0)
+        snapshot = [e for e in self._history if since is None or e.time >= since]
+        seen = {e.id for e in snapshot}
+        try:
+            for event in snapshot:
+                yield event
+            while True:
+                event = await pending
+                pending = asyncio.ensure_future(anext(live))
+                if event.id not in seen:
+                    yield event
+        finally:
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
+            await live.aclose()
+
+    async def tap(self, keys: Sequence[str] = ("#",)) -> AsyncGenerator[CloudEvent, None]:
         sink: asyncio.Queue[CloudEvent] = asyncio.Queue()
         entry = (tuple(keys), sink)
         self._taps.append(entry)

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 import aio_pika
@@ -46,6 +47,8 @@ from relay.bus.amqp import (
 )
 from relay.bus.base import (
     DEAD_LETTER_QUEUE,
+    HISTORY_KEYS,
+    HISTORY_QUEUE,
     Ack,
     DeadLetter,
     DeadLetterInfo,
@@ -64,6 +67,7 @@ log = structlog.get_logger(__name__)
 CONNECT_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 5.0
 MAX_DEAD_LETTERS = 10_000
+HISTORY_PREFETCH = 200
 ReadAll = Callable[[], Awaitable[list[AbstractIncomingMessage]]]
 
 
@@ -194,6 +198,23 @@ class RabbitBus:
             self._settings.exchange, aio_pika.ExchangeType.TOPIC, durable=True
         )
         await self._admin.declare_queue(self.dead_letter_queue, durable=True, arguments=QUORUM)
+        if self._settings.history:
+            stream = await self._admin.declare_queue(
+                self.history_queue, durable=True, arguments=self._stream_arguments()
+            )
+            for key in HISTORY_KEYS:
+                await stream.bind(self._exchange, routing_key=key)
+
+    @property
+    def history_queue(self) -> str:
+        return f"{self._settings.queue_prefix}.{HISTORY_QUEUE}"
+
+    def _stream_arguments(self) -> dict[str, Any]:
+        return {
+            "x-queue-type": "stream",
+            "x-max-age": self._settings.stream_max_age,
+            "x-max-length-bytes": self._settings.stream_max_bytes,
+        }
 
     async def close(self) -> None:
         for consumer in list(self._consumers):
@@ -298,6 +319,26 @@ class RabbitBus:
                 async for message in messages:
                     event = _tapped(message)
                     if event is not None:
+                        yield event
+        finally:
+            await _bounded(channel.close())
+
+    async def history(self, since: datetime | None = None) -> AsyncIterator[CloudEvent]:
+        if not self._settings.history:
+            raise RuntimeError("broker.history is off: there is no history stream")
+        connection, _, _ = self._require()
+        channel = await connection.channel(publisher_confirms=False)
+        try:
+            await channel.set_qos(prefetch_count=HISTORY_PREFETCH)
+            queue = await channel.declare_queue(
+                self.history_queue, durable=True, arguments=self._stream_arguments(), robust=False
+            )
+            offset: datetime | str = since if since is not None else "first"
+            async with queue.iterator(arguments={"x-stream-offset": offset}) as messages:
+                async for message in messages:
+                    await message.ack()
+                    event = _tapped(message)
+                    if event is not None and (since is None or event.time >= since):
                         yield event
         finally:
             await _bounded(channel.close())

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
+from datetime import UTC, datetime, timedelta
 
 from relay.bus import connect
 from relay.cli.commands import settings_for
@@ -19,10 +20,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "tail",
         help="follow events live, one line each",
-        description="Bind an exclusive, auto-deleted queue to relay.events and print each event.",
+        description="Bind an exclusive, auto-deleted queue to relay.events and print each event; "
+        "with --since, replay the history stream from that long ago first.",
     )
     parser.add_argument("--json", action="store_true", help="print each CloudEvent as JSON")
     parser.add_argument("--app", help="only events of this app")
+    parser.add_argument(
+        "--since",
+        type=parse_since,
+        metavar="AGE",
+        help="first replay the recorded events of this long ago (30s, 10m, 2h, 1d), then follow",
+    )
     parser.set_defaults(handler=lambda a: asyncio.run(_tail(a)))
 
 
@@ -34,7 +42,9 @@ async def _tail(args: argparse.Namespace) -> int:
     await bus.start()
     colour = sys.stdout.isatty()
     try:
-        async for event in bus.tap(("#",)):
+        since = datetime.now(UTC) - args.since if args.since else None
+        events = bus.history(since) if since else bus.tap(("#",))
+        async for event in events:
             if args.app and event.app != args.app:
                 continue
             print(
@@ -46,6 +56,17 @@ async def _tail(args: argparse.Namespace) -> int:
     finally:
         await bus.close()
     return 0
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(text: str) -> timedelta:
+    """``30s``, ``10m``, ``2h`` or ``1d`` as a time span."""
+    unit = text[-1:].lower()
+    if unit not in _UNITS or not text[:-1].isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not an age like 30s, 10m, 2h or 1d")
+    return timedelta(seconds=int(text[:-1]) * _UNITS[unit])
 
 
 def line(event: CloudEvent, *, colour: bool = False) -> str:

@@ -44,5 +44,5 @@ def create_app(*, settings: Settings, bus: Bus) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
-    add_routes(app, bus)
+    add_routes(app, bus, history=settings.broker.history)
     return app

@@ -108,11 +108,13 @@ def _json_error(status: int, code: str, detail: str) -> web.Response:
     return web.json_response({"error": code, "detail": detail}, status=status)
 
 
-async def feed(bus: Bus, tracker: Tracker) -> None:
-    """Apply every event on the bus to the tracker until cancelled; reconnects on errors."""
+async def feed(bus: Bus, tracker: Tracker, *, history: bool) -> None:
+    """Apply every event to the tracker until cancelled: first the recorded history (so a
+    restarted gateway shows the same timelines), then live; re-reads after a broken connection."""
     while True:
         try:
-            async for event in bus.tap(("#",)):
+            events = bus.history() if history else bus.tap(("#",))
+            async for event in events:
                 tracker.apply(event)
         except asyncio.CancelledError:
             raise
@@ -121,7 +123,9 @@ async def feed(bus: Bus, tracker: Tracker) -> None:
             await asyncio.sleep(1.0)
 
 
-def add_routes(app: web.Application, bus: Bus, tracker: Tracker | None = None) -> Tracker:
+def add_routes(
+    app: web.Application, bus: Bus, *, history: bool, tracker: Tracker | None = None
+) -> Tracker:
     """Mount the status routes and the tracker feed on an application."""
     tracker = tracker or Tracker()
     app[TRACKER] = tracker
@@ -130,7 +134,7 @@ def add_routes(app: web.Application, bus: Bus, tracker: Tracker | None = None) -
     app.router.add_get("/deployments/{id}/events", deployment_events)
 
     async def run_feed(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(feed(bus, tracker), name="tracker-feed")
+        task = asyncio.create_task(feed(bus, tracker, history=history), name="tracker-feed")
         yield
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

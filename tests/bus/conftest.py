@@ -34,7 +34,11 @@ class BusEnv:
     buses: list[Bus] = field(default_factory=list)
 
     def settings(
-        self, *, delays: tuple[float, ...] = DELAYS, max_attempts: int = MAX_ATTEMPTS
+        self,
+        *,
+        delays: tuple[float, ...] = DELAYS,
+        max_attempts: int = MAX_ATTEMPTS,
+        history: bool = False,
     ) -> BrokerSettings:
         return BrokerSettings(
             url=self.url,
@@ -42,16 +46,21 @@ class BusEnv:
             queue_prefix=f"relay.{self.tag}",
             confirm_timeout=5.0,
             reconnect_interval=0.5,
+            history=history,
             retry=RetrySettings(delays=list(delays), max_attempts=max_attempts),
         )
 
     async def bus(
-        self, *, delays: tuple[float, ...] = DELAYS, max_attempts: int = MAX_ATTEMPTS
+        self,
+        *,
+        delays: tuple[float, ...] = DELAYS,
+        max_attempts: int = MAX_ATTEMPTS,
+        history: bool = False,
     ) -> Bus:
         """A started bus (on memory://, one per test: a second call returns the first)."""
         if self.kind == "memory" and self.buses:
             return self.buses[0]
-        bus = connect(self.settings(delays=delays, max_attempts=max_attempts))
+        bus = connect(self.settings(delays=delays, max_attempts=max_attempts, history=history))
         await bus.start()
         self.buses.append(bus)
         return bus
