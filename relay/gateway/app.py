@@ -1,12 +1,25 @@
-"""Builds the gateway's aiohttp application over a started bus."""
+"""Builds the gateway's aiohttp application over a bus, and serves it.
+
+``create_app(settings=, bus=)`` refuses to build with an empty secret (``ConfigError``).
+``serve(settings, bus)`` listens until cancelled or ``stop`` is set; the caller owns the bus
+(starts it before, closes it after): while it is disconnected, ``/readyz`` answers 503 and
+every publishing route 503 with ``Retry-After``, and it recovers without a restart.
+"""
 
 from __future__ import annotations
 
+import asyncio
+
+import structlog
 from aiohttp import web
 
 from relay.bus import Bus
+from relay.gateway import deploy, hooks
+from relay.gateway.middleware import errors
+from relay.gateway.state import STATE, build_state
 from relay.settings import Settings
 
+log = structlog.get_logger(__name__)
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 BUS: web.AppKey[Bus] = web.AppKey("bus", Bus)
 
@@ -20,10 +33,38 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"ready": ready}, status=200 if ready else 503)
 
 
+async def metrics(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    response = web.Response(body=state.metrics.render())
+    response.headers["Content-Type"] = state.metrics.content_type
+    return response
+
+
 def create_app(*, settings: Settings, bus: Bus) -> web.Application:
-    app = web.Application()
+    state = build_state(settings, bus)
+    app = web.Application(middlewares=[errors], client_max_size=settings.http.max_body_bytes)
     app[SETTINGS] = settings
     app[BUS] = bus
+    app[STATE] = state
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post("/hook/{receiver}", hooks.hook)
+    app.router.add_post("/deploy", deploy.deploy)
+    app.router.add_delete("/apps/{app}", deploy.delete_app)
     return app
+
+
+async def serve(settings: Settings, bus: Bus, *, stop: asyncio.Event | None = None) -> None:
+    """Serve ``create_app`` on ``http.host:http.port`` until cancelled or ``stop`` is set."""
+    app = create_app(settings=settings, bus=bus)
+    # Idle and half-sent-header connections are closed after header_timeout.
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=settings.http.header_timeout)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.http.host, settings.http.port, backlog=1024)
+        await site.start()
+        log.info("gateway listening", url=settings.public_base_url())
+        await (stop.wait() if stop is not None else asyncio.Event().wait())
+    finally:
+        await runner.cleanup()
