@@ -91,9 +91,11 @@ def hex_hmac(secret: str, body: bytes, algo: str = "sha256") -> str:
     return hmac.new(secret.encode(), body, getattr(hashlib, algo)).hexdigest()
 
 
-def signed(receiver: str, body: bytes, event: str | None = None, **more: str) -> dict[str, str]:
-    """Headers a real sender of that receiver's type would send (first secret)."""
-    kind, secret = TYPES[receiver], SECRETS[receiver][0]
+def signed(
+    receiver: str, body: bytes, event: str | None = None, secret: str | None = None, **more: str
+) -> dict[str, str]:
+    """Headers a real sender of that receiver's type would send (its first secret)."""
+    kind, secret = TYPES[receiver], secret or SECRETS[receiver][0]
     headers = {"Content-Type": "application/json"}
     match kind:
         case "github":
