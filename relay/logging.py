@@ -76,6 +76,15 @@ def redactor() -> Redactor:
     return _redactor
 
 
+def _add_logger_name(logger: WrappedLogger, name: str, event_dict: EventDict) -> EventDict:
+    """Like structlog's ``add_logger_name``, but also for ``PrintLogger`` (which has no name)."""
+    record = event_dict.get("_record")
+    found = record.name if record is not None else getattr(logger, "name", None)
+    if found:
+        event_dict["logger"] = found
+    return event_dict
+
+
 def configure(
     *,
     level: str = "info",
@@ -97,7 +106,7 @@ def configure(
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.stdlib.add_logger_name,
+        _add_logger_name,
         structlog.processors.format_exc_info,
     ]
     numeric = logging.getLevelNamesMapping()[level.upper()]

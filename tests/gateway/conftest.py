@@ -38,7 +38,10 @@ VECTOR = {v["id"]: v for v in VECTORS}
 SECRETS: dict[str, list[str]] = {
     "gh": ["topsecret"],
     "gl": ["topsecret", VECTOR["standard-webhooks-v1"]["secret"]],
-    "gt": [VECTOR["gitea-go-playground-push"]["secret"], "71295b197fa25f4356d2fb9965df3f2379d903d7"],
+    "gt": [
+        VECTOR["gitea-go-playground-push"]["secret"],
+        "71295b197fa25f4356d2fb9965df3f2379d903d7",
+    ],
     "fj": ["forgejo-secret-1"],
     "bb": ["bitbucket-cloud-secret"],
     "bbs": ["secret"],
@@ -224,7 +227,10 @@ async def rabbit_harness(tmp: Path, vhost: Vhost, **extra: Any) -> AsyncIterator
             client = await _client(settings, bus)
             try:
                 yield Harness(
-                    client=client, bus=bus, events=RabbitReader(reader), settings=settings,
+                    client=client,
+                    bus=bus,
+                    events=RabbitReader(reader),
+                    settings=settings,
                     kind="rabbit",
                 )
             finally:

@@ -25,8 +25,9 @@ GOOD: dict[str, Any] = {
 }
 
 
-def signed_json(payload: Any, *, timestamp: int | None = None, secret: str = DEPLOY_SECRET,
-                **more: str) -> tuple[bytes, dict[str, str]]:
+def signed_json(
+    payload: Any, *, timestamp: int | None = None, secret: str = DEPLOY_SECRET, **more: str
+) -> tuple[bytes, dict[str, str]]:
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     headers = {"Content-Type": "application/json", **sign_headers(secret, body, timestamp), **more}
     return body, headers
@@ -66,8 +67,14 @@ def _epoch(stamp: str) -> float:
 
 
 async def test_inline_source_deploy(memory_gateway: Harness) -> None:
-    payload = {"app": "web", "version": "2024.1", "source": {
-        "files": {"app.py": "print(1)", "static/index.html": "<p>"}, "dockerfile": "FROM scratch"}}
+    payload = {
+        "app": "web",
+        "version": "2024.1",
+        "source": {
+            "files": {"app.py": "print(1)", "static/index.html": "<p>"},
+            "dockerfile": "FROM scratch",
+        },
+    }
     resp = await deploy(memory_gateway, payload)
     assert resp.status == 202
     event = await memory_gateway.events.get()
@@ -104,8 +111,10 @@ async def test_wrong_deploy_secret_and_missing_headers(memory_gateway: Harness) 
 
 async def test_standard_webhooks_headers_accepted(memory_gateway: Harness) -> None:
     body = json.dumps(GOOD).encode()
-    headers = {"Content-Type": "application/json",
-               **standard_headers(DEPLOY_SECRET, "msg_deploy_1", body)}
+    headers = {
+        "Content-Type": "application/json",
+        **standard_headers(DEPLOY_SECRET, "msg_deploy_1", body),
+    }
     resp = await memory_gateway.client.post("/deploy", data=body, headers=headers)
     assert resp.status == 202
     again = await memory_gateway.client.post("/deploy", data=body, headers=headers)
@@ -129,8 +138,9 @@ async def test_malformed_json_and_content_type(gateway: Harness) -> None:
     resp = await deploy(gateway, b"[]")
     assert resp.status == 400
     body, headers = signed_json(GOOD)
-    resp = await gateway.client.post("/deploy", data=body, headers=headers | {
-        "Content-Type": "text/plain"})
+    resp = await gateway.client.post(
+        "/deploy", data=body, headers=headers | {"Content-Type": "text/plain"}
+    )
     assert resp.status == 415
     assert await gateway.events.empty(0.1)
 
@@ -143,14 +153,34 @@ BAD_FIELDS: list[tuple[dict[str, Any], str]] = [
     ({**GOOD, "app": "hello;rm"}, "app"),
     ({**GOOD, "app": "a" * 70}, "app"),
     ({**GOOD, "version": "v1;x"}, "version"),
-    ({**{k: v for k, v in GOOD.items() if k != "image"},
-      "source": {"files": {"../escape": "x"}, "dockerfile": "FROM scratch"}}, "source.files"),
-    ({**{k: v for k, v in GOOD.items() if k != "image"},
-      "source": {"files": {"/etc/passwd": "x"}, "dockerfile": "FROM scratch"}}, "source.files"),
-    ({**{k: v for k, v in GOOD.items() if k != "image"},
-      "source": {"files": {"a\x00b": "x"}, "dockerfile": "FROM scratch"}}, "source.files"),
-    ({**{k: v for k, v in GOOD.items() if k != "image"},
-      "source": {"files": {"ok/../../up": "x"}, "dockerfile": "FROM scratch"}}, "source.files"),
+    (
+        {
+            **{k: v for k, v in GOOD.items() if k != "image"},
+            "source": {"files": {"../escape": "x"}, "dockerfile": "FROM scratch"},
+        },
+        "source.files",
+    ),
+    (
+        {
+            **{k: v for k, v in GOOD.items() if k != "image"},
+            "source": {"files": {"/etc/passwd": "x"}, "dockerfile": "FROM scratch"},
+        },
+        "source.files",
+    ),
+    (
+        {
+            **{k: v for k, v in GOOD.items() if k != "image"},
+            "source": {"files": {"a\x00b": "x"}, "dockerfile": "FROM scratch"},
+        },
+        "source.files",
+    ),
+    (
+        {
+            **{k: v for k, v in GOOD.items() if k != "image"},
+            "source": {"files": {"ok/../../up": "x"}, "dockerfile": "FROM scratch"},
+        },
+        "source.files",
+    ),
     ({**GOOD, "port": 70000}, "port"),
     ({k: v for k, v in GOOD.items() if k != "image"}, "(body)"),
 ]
@@ -186,7 +216,9 @@ async def test_delete_app(gateway: Harness) -> None:
 
 @pytest.mark.parametrize("name", ["Hello", "a.b", "x;y", "a" * 70, "-x"])
 async def test_delete_bad_app_name(memory_gateway: Harness, name: str) -> None:
-    resp = await memory_gateway.client.delete(f"/apps/{name}", headers=sign_headers(DEPLOY_SECRET, b""))
+    resp = await memory_gateway.client.delete(
+        f"/apps/{name}", headers=sign_headers(DEPLOY_SECRET, b"")
+    )
     assert resp.status == 422
     assert (await resp.json())["field"] == "app"
     assert await memory_gateway.events.empty(0.05)

@@ -163,9 +163,15 @@ async def test_concurrent_duplicates_publish_once(memory_gateway: Harness) -> No
 async def test_event_and_branch_filters(tmp_path: Path) -> None:
     secret = tmp_path / "f.secret"
     secret.write_text("filter-secret")
-    extra = {"name": "only", "type": "github", "secret_file": str(secret),
-             "events": ["push"], "branches": ["main", "release/*"]}
+    extra = {
+        "name": "only",
+        "type": "github",
+        "secret_file": str(secret),
+        "events": ["push"],
+        "branches": ["main", "release/*"],
+    }
     async with memory_harness(tmp_path, receivers=[extra]) as harness:
+
         def post(body: bytes, event: str) -> object:
             return harness.hook("only", body, signed("gh", body, event, secret="filter-secret"))
 
@@ -191,7 +197,7 @@ async def test_rate_limit_per_source_ip(tmp_path: Path) -> None:
         statuses = []
         for i in range(5):
             headers = signed("gh", PUSH, **{"X-GitHub-Delivery": f"rl-{i}"})
-            statuses.append((await harness.hook("gh", PUSH, headers)))
+            statuses.append(await harness.hook("gh", PUSH, headers))
         assert [r.status for r in statuses] == [202, 202, 202, 429, 429]
         assert int(statuses[-1].headers["Retry-After"]) >= 1
         assert (await statuses[-1].json())["error"] == "rate_limited"
@@ -204,8 +210,12 @@ async def test_rate_limit_per_source_ip(tmp_path: Path) -> None:
 
 
 async def test_forwarded_for_believed_from_trusted_proxy(tmp_path: Path) -> None:
-    extra = {"http": {"rate_limit": {"requests": 1, "per_seconds": 600},
-                      "trusted_proxies": ["127.0.0.0/8"]}}
+    extra = {
+        "http": {
+            "rate_limit": {"requests": 1, "per_seconds": 600},
+            "trusted_proxies": ["127.0.0.0/8"],
+        }
+    }
     async with memory_harness(tmp_path, **extra) as harness:
         for i, ip in enumerate(["203.0.113.1", "203.0.113.2"]):
             headers = signed("gh", PUSH, **{"CF-Connecting-IP": ip, "X-GitHub-Delivery": f"t{i}"})
@@ -253,7 +263,9 @@ async def test_metrics_count_requests_and_signature_failures(memory_gateway: Har
     assert 'relay_gateway_requests_total{receiver="gh",status="202"} 1.0' in text
     assert 'relay_gateway_requests_total{receiver="gh",status="401"} 1.0' in text
     assert 'relay_gateway_requests_total{receiver="unknown",status="404"} 1.0' in text
-    assert 'relay_gateway_signature_failures_total{reason="bad_signature",receiver="gh"} 1.0' in text
+    assert (
+        'relay_gateway_signature_failures_total{reason="bad_signature",receiver="gh"} 1.0' in text
+    )
     assert 'relay_gateway_publish_confirm_seconds_count{kind="git",outcome="confirmed"} 1.0' in text
 
 

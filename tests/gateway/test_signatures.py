@@ -133,7 +133,13 @@ BODY = {
     "flux": "flux/event_kustomization_error.json",
     "reg": "registry/envelope_push.json",
 }
-EVENT = {"gh": "push", "gl": "Push Hook", "gt": "push", "bb": "repo:push", "bbs": "repo:refs_changed"}
+EVENT = {
+    "gh": "push",
+    "gl": "Push Hook",
+    "gt": "push",
+    "bb": "repo:push",
+    "bbs": "repo:refs_changed",
+}
 
 
 def spoil(receiver: str, how: str, body: bytes) -> tuple[bytes, dict[str, str]]:
@@ -221,12 +227,20 @@ def test_prefixed_roundtrip_and_tamper(body: bytes, secret: str, other: str) -> 
 @given(header=st.text(max_size=200), body=st.binary(max_size=256))
 def test_verifiers_only_ever_raise_signature_error(header: str, body: bytes) -> None:
     for provider in PROVIDERS.values():
-        for name in ("X-Hub-Signature-256", "X-Hub-Signature", "X-Gitea-Signature",
-                     "X-Forgejo-Signature", "X-Gitlab-Token", "X-Signature", "Authorization",
-                     "webhook-signature"):
+        for name in (
+            "X-Hub-Signature-256",
+            "X-Hub-Signature",
+            "X-Gitea-Signature",
+            "X-Forgejo-Signature",
+            "X-Gitlab-Token",
+            "X-Signature",
+            "Authorization",
+            "webhook-signature",
+        ):
             try:
-                provider.verify({name: header, "webhook-id": "a", "webhook-timestamp": "1"},
-                                body, ["s3cret"])
+                provider.verify(
+                    {name: header, "webhook-id": "a", "webhook-timestamp": "1"}, body, ["s3cret"]
+                )
             except SignatureError:
                 continue
             # only a correct signature may pass; random text never is one
@@ -246,8 +260,12 @@ def test_relay_signature_window(body: bytes, secret: str, skew: int) -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(body=st.binary(max_size=1024), msg_id=st.text(min_size=1, max_size=30).filter(
-    lambda s: s.strip() == s and "\n" not in s and s))
+@given(
+    body=st.binary(max_size=1024),
+    msg_id=st.text(min_size=1, max_size=30).filter(
+        lambda s: s.strip() == s and "\n" not in s and s
+    ),
+)
 def test_standard_webhooks_roundtrip(body: bytes, msg_id: str) -> None:
     secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     headers = standard_headers(secret, msg_id, body, timestamp=1_700_000_000)

@@ -61,7 +61,10 @@ class Vhost:
 
     def delete(self) -> None:
         subprocess.run(
-            ["rabbitmqctl", "-q", "delete_vhost", self.name], capture_output=True, timeout=60
+            ["rabbitmqctl", "-q", "delete_vhost", self.name],
+            check=False,
+            capture_output=True,
+            timeout=60,
         )
 
     def close_connections(self) -> None:
@@ -88,7 +91,9 @@ class StandInRabbitBus:
         self._connection = await aio_pika.connect_robust(
             self._settings.url, reconnect_interval=0.5, timeout=5
         )
-        self._channel = await self._connection.channel(publisher_confirms=True)
+        self._channel = await self._connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
         self._exchange = await self._channel.declare_exchange(
             self._settings.exchange, aio_pika.ExchangeType.TOPIC, durable=True
         )
