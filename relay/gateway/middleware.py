@@ -44,9 +44,20 @@ def to_response(exc: Exception) -> web.Response:
             )
         case web.HTTPException():
             code = exc.reason.lower().replace(" ", "_")
-            return error_response(exc.status, code, f"{exc.reason}: {exc.text or ''}".strip(": "))
+            answer = error_response(exc.status, code, _sentence(exc))
+            if "Allow" in exc.headers:
+                answer.headers["Allow"] = exc.headers["Allow"]
+            return answer
     log.exception("request failed", error=type(exc).__name__)
     return error_response(500, "internal_error", "the gateway failed; see its log")
+
+
+def _sentence(exc: web.HTTPException) -> str:
+    if exc.status == 404:
+        return "there is nothing at this path"
+    if exc.status == 405:
+        return f"method not allowed here; allowed: {exc.headers.get('Allow', '')}"
+    return exc.reason
 
 
 def _label(request: web.Request) -> str:

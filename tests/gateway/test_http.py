@@ -280,3 +280,41 @@ async def test_answers_are_json_with_error_and_detail(memory_gateway: Harness) -
     assert resp.status == 401
     body = json.loads(await resp.text())
     assert body == {"error": "missing_signature", "detail": "X-Hub-Signature-256 is required"}
+
+
+async def test_serve_closes_connections_that_never_finish_headers(tmp_path: Path) -> None:
+    import socket as sk
+
+    from relay.bus.memory import MemoryBus
+    from relay.gateway.app import serve
+    from tests.gateway.conftest import write_settings
+
+    with sk.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = write_settings(
+        tmp_path, "memory://", http={"host": "127.0.0.1", "port": port, "header_timeout": 0.5}
+    )
+    bus = MemoryBus()
+    await bus.start()
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(settings, bus, stop=stop))
+    for _ in range(50):
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            break
+        except OSError:
+            await asyncio.sleep(0.05)
+    writer.write(b"POST /hook/gh HTTP/1.1\r\nHost: x\r\n")  # and then nothing more
+    await writer.drain()
+    started = asyncio.get_running_loop().time()
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
+    assert asyncio.get_running_loop().time() - started < 3
+    writer.close()
+    r2, w2 = await asyncio.open_connection("127.0.0.1", port)
+    w2.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert (await asyncio.wait_for(r2.read(), 5)).startswith(b"HTTP/1.1 200")
+    w2.close()
+    stop.set()
+    await task
+    await bus.close()
