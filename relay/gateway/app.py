@@ -40,6 +40,12 @@ async def metrics(request: web.Request) -> web.Response:
     return response
 
 
+def receiver_urls(settings: Settings) -> list[tuple[str, str, str]]:
+    """(name, type, URL) of every receiver, for ``relay check-config``."""
+    base = settings.public_base_url()
+    return [(r.name, r.type, f"{base}/hook/{r.name}") for r in settings.receivers]
+
+
 def create_app(*, settings: Settings, bus: Bus) -> web.Application:
     state = build_state(settings, bus)
     app = web.Application(middlewares=[errors], client_max_size=settings.http.max_body_bytes)

@@ -68,8 +68,9 @@ async def hook(request: web.Request) -> web.Response:
 async def _publish(
     state: GatewayState, receiver: Receiver, events: list[ParsedEvent]
 ) -> web.Response:
-    reasons = [why for e in events if (why := excluded(receiver, e))]
-    wanted = [e for e in events if excluded(receiver, e) is None]
+    verdicts = [(e, excluded(receiver, e)) for e in events]
+    wanted = [e for e, why in verdicts if why is None]
+    reasons = [why for _, why in verdicts if why is not None]
     if not wanted:
         why = reasons[0] if reasons else "nothing in this delivery is published"
         log.info("hook ignored", why=why)

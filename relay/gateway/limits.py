@@ -58,7 +58,7 @@ def _trusted(address: str | None, networks: tuple[IPNetwork, ...]) -> bool:
 
 def client_ip(peer: str | None, headers: Mapping[str, str], trusted: tuple[IPNetwork, ...]) -> str:
     """The client's address: the peer, or what a trusted proxy peer says it forwarded."""
-    if not _trusted(peer, trusted):
+    if not trusted or not _trusted(peer, trusted):
         return peer or "unknown"
     connecting = headers.get("CF-Connecting-IP", "")
     if _address(connecting) is not None:

@@ -318,3 +318,30 @@ async def test_serve_closes_connections_that_never_finish_headers(tmp_path: Path
     stop.set()
     await task
     await bus.close()
+
+
+def test_receiver_urls(tmp_path: Path) -> None:
+    from relay.gateway.app import receiver_urls
+    from tests.gateway.conftest import write_settings
+
+    settings = write_settings(tmp_path, "memory://", http={"public_url": "https://relay.example/"})
+    urls = receiver_urls(settings)
+    assert ("gh", "github", "https://relay.example/hook/gh") in urls
+    assert len(urls) == 10
+
+
+def test_empty_secret_refuses_to_start(tmp_path: Path) -> None:
+    from pydantic import SecretStr
+
+    from relay.bus.memory import MemoryBus
+    from relay.errors import ConfigError
+    from relay.gateway.app import create_app
+    from tests.gateway.conftest import write_settings
+
+    settings = write_settings(tmp_path, "memory://")
+    broken = settings.receivers[0].model_copy(update={"secrets": [SecretStr(" ")]})
+    with pytest.raises(ConfigError, match="empty secret"):
+        create_app(settings=settings.model_copy(update={"receivers": [broken]}), bus=MemoryBus())
+    with pytest.raises(ConfigError, match="no secret"):
+        nothing = settings.receivers[0].model_copy(update={"secrets": []})
+        create_app(settings=settings.model_copy(update={"receivers": [nothing]}), bus=MemoryBus())
