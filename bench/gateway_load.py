@@ -69,6 +69,8 @@ class Result:
     non_2xx: int
     errors: str
     rss_mib: float | None = None
+    cpu_ms: float | None = None
+    broker_cpu_ms: float | None = None
 
 
 def push_body(size: int = 7 * 1024) -> bytes:
@@ -141,11 +143,13 @@ def run_wrk(
     warm = [*args[:3], "-d2s", *args[4:]]
     subprocess.run(warm, check=True, capture_output=True)
     peak = rss_mib(pid) if pid else None
+    cpu0, broker0 = cpu_seconds(pid), cpu_seconds(broker_pid())
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     while proc.poll() is None:
         if pid:
             peak = max(peak or 0.0, rss_mib(pid))
         time.sleep(0.2)
+    cpu, broker = cpu_seconds(pid) - cpu0, cpu_seconds(broker_pid()) - broker0
     out = proc.stdout.read() if proc.stdout else ""
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = to_ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
@@ -162,7 +166,35 @@ def run_wrk(
         int(non2xx.group(1)) if non2xx else 0,
         errors.group(1) if errors else "",
         peak,
+        1000 * cpu / total if total else None,
+        1000 * broker / total if total else None,
     )
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU of a process and its reaped children (webhook's /bin/true runs)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = sum(int(fields[i]) for i in (11, 12, 13, 14))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def broker_pid() -> int | None:
+    """The RabbitMQ node's Erlang VM, to count the broker's CPU per request."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if b"rabbit" in (entry / "cmdline").read_bytes() and (
+                    (entry / "comm").read_text().strip() == "beam.smp"
+                ):
+                    return int(entry.name)
+            except OSError:
+                continue
+    return None
 
 
 BARE = """
@@ -181,7 +213,7 @@ async def serve_gateway(url: str, port: int, secret_file: str) -> None:
     from relay.gateway.app import serve
     from relay.logging import configure
     from relay.settings import Settings
-    from tests.support.gateway_amqp import EventReader, rabbit_bus
+    from tests.support.gateway_amqp import rabbit_bus
 
     configure(level="info", fmt="json")
     settings = Settings(
@@ -193,10 +225,9 @@ async def serve_gateway(url: str, port: int, secret_file: str) -> None:
         },
         receivers=[{"name": "gh", "type": "github", "secret_file": secret_file}],
     )
-    async with EventReader(url, ("git.#",)):  # makes git.push routable for the run
-        bus = rabbit_bus(url)
-        await bus.start()
-        await serve(settings, bus)
+    bus = rabbit_bus(url)  # the bench-sink queue (bound_queue) makes git.push routable
+    await bus.start()
+    await serve(settings, bus)
 
 
 def bound_queue(url: str) -> None:
@@ -248,7 +279,29 @@ def machine() -> dict[str, str]:
         "rabbitmq": version(["rabbitmqctl", "version"]),
         "wrk": version(["wrk", "--version"]),
         "webhook": version(["webhook", "-version"]),
+        "load average at the end (1/5/15 min)": " ".join(
+            Path("/proc/loadavg").read_text().split()[:3]
+        ),
+        "CPU pressure (PSI some avg10/avg60)": psi("cpu"),
+        "IO pressure (PSI some avg10/avg60)": psi("io"),
+        "RabbitMQ bus": bus_kind(),
     }
+
+
+def psi(kind: str) -> str:
+    try:
+        first = Path(f"/proc/pressure/{kind}").read_text().splitlines()[0].split()
+    except OSError:
+        return "?"
+    return " / ".join(f.split("=")[1] + "%" for f in first[1:3])
+
+
+def bus_kind() -> str:
+    try:
+        import relay.bus.rabbitmq  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
+    except ImportError:
+        return "tests/support stand-in (aio-pika, confirms, mandatory, persistent)"
+    return "relay.bus.rabbitmq.RabbitBus"
 
 
 def webhook_hooks(path: Path) -> None:
@@ -391,14 +444,16 @@ def report(results: list[Result], accepted: int, seconds: int) -> str:
         "",
         *[f"- {k}: {v}" for k, v in machine().items()],
         "",
-        "| target | req/s | p50 ms | p99 ms | requests | non-2xx | socket errors | peak RSS MiB |",
-        "|---|---|---|---|---|---|---|---|",
+        "| target | req/s | p50 ms | p99 ms | requests | non-2xx | socket errors | peak RSS MiB "
+        "| CPU ms/req | broker CPU ms/req |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         rss = f"{r.rss_mib:.1f}" if r.rss_mib is not None else "-"
         lines.append(
             f"| {r.name} | {r.rps:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.requests} "
-            f"| {r.non_2xx} | {r.errors or '-'} | {rss} |"
+            f"| {r.non_2xx} | {r.errors or '-'} | {rss} | {r.cpu_ms or 0:.3f} "
+            f"| {r.broker_cpu_ms or 0:.3f} |"
         )
     lines += [
         "",

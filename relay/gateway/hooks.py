@@ -116,7 +116,7 @@ async def _publish_one(state: GatewayState, receiver: Receiver, parsed: ParsedEv
     )
     if not await publish_confirmed(state, event, essential=parsed.essential):
         return None
-    log.info("event published", routing_key=parsed.routing_key, event_id=event.id)
+    log.debug("event published", routing_key=parsed.routing_key, event_id=event.id)
     return event.id
 
 
