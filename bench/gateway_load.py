@@ -230,6 +230,42 @@ async def serve_gateway(url: str, port: int, secret_file: str) -> None:
     await serve(settings, bus)
 
 
+async def publish_only(url: str, seconds: float) -> None:
+    """The child process: the bus alone, 32 publishes in flight, prints confirmed/s."""
+    from relay.events import new_event
+    from relay.events.data import GitPush, Repository
+    from tests.support.gateway_amqp import rabbit_bus
+
+    bus = rabbit_bus(url)
+    await bus.start()
+    data = json.loads(push_body())
+    event = new_event(
+        GitPush(
+            provider="github",
+            receiver="gh",
+            repository=Repository(full_name="o/r"),
+            ref=data["ref"],
+            branch="main",
+            before=data["before"],
+            after=data["after"],
+        ),
+        source="/bench",
+    )
+    padded = event.model_copy(update={"data": {**event.data, "pad": "x" * 6500}})
+    done = 0
+    deadline = time.monotonic() + seconds
+
+    async def worker() -> None:
+        nonlocal done
+        while time.monotonic() < deadline:
+            await bus.publish(padded)
+            done += 1
+
+    await asyncio.gather(*(worker() for _ in range(CONNECTIONS)))
+    await bus.close()
+    print(done / seconds)
+
+
 def bound_queue(url: str) -> None:
     """A durable queue bound to git.# that keeps the newest 10,000 (confirms stay real)."""
     import aio_pika
@@ -408,6 +444,24 @@ def measure(seconds: int) -> tuple[list[Result], int, int]:
             accepted = scrape_202(port)
         finally:
             stop(gateway)
+        code = (
+            "import asyncio, bench.gateway_load as b; "
+            f"asyncio.run(b.publish_only({vhost.url!r}, {seconds}))"
+        )
+        floor = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True, text=True
+        )
+        results.append(
+            Result(
+                "bus alone: 32 publishes in flight, confirmed (no HTTP)",
+                float(floor.stdout.strip().splitlines()[-1]),
+                0,
+                0,
+                0,
+                0,
+                "",
+            )
+        )
         port = free_port()
         webhook_hooks(work / "hooks.json")
         hook = start(
@@ -435,7 +489,7 @@ def measure(seconds: int) -> tuple[list[Result], int, int]:
 
 
 def report(results: list[Result], accepted: int, seconds: int) -> str:
-    bare, gateway, hook = results
+    bare, gateway, floor, hook = results
     lines = [
         f"## Gateway load ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)",
         "",
@@ -449,6 +503,9 @@ def report(results: list[Result], accepted: int, seconds: int) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
+        if not r.requests:  # the bus-alone row: a rate only
+            lines.append(f"| {r.name} | {r.rps:.0f} | - | - | - | - | - | - | - | - |")
+            continue
         rss = f"{r.rss_mib:.1f}" if r.rss_mib is not None else "-"
         lines.append(
             f"| {r.name} | {r.rps:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.requests} "
@@ -459,6 +516,8 @@ def report(results: list[Result], accepted: int, seconds: int) -> str:
         "",
         f"- gateway / bare aiohttp: **{gateway.rps / bare.rps:.2f}x** (goal >= 0.3x)",
         f"- gateway / webhook: **{gateway.rps / hook.rps:.2f}x** (goal >= 3x)",
+        f"- gateway / the bus alone (publish + confirm, same broker, no HTTP): "
+        f"**{gateway.rps / floor.rps:.2f}x**",
         f"- gateway p99 **{gateway.p99_ms:.1f} ms** (goal <= 25 ms); peak RSS "
         f"**{gateway.rss_mib or 0:.1f} MiB** (goal <= 70 MiB)",
         f"- gateway 202s counted by its /metrics (warm-up included): {accepted}; each one "
