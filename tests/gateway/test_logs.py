@@ -50,7 +50,7 @@ async def test_no_secret_in_logs(tmp_path: Path, log_output: io.StringIO) -> Non
         await h.bus.close()  # and the failure path too
         await h.hook("gh", PUSH, signed("gh", PUSH))
     text = log_output.getvalue()
-    assert "event published" in text and "deployment requested" in text  # logs were captured (debug)
+    assert "event published" in text and "deployment requested" in text  # captured
     every = [s for values in SECRETS.values() for s in values] + [DEPLOY_SECRET, *sent_tokens]
     for secret in every:
         assert secret not in text
