@@ -76,6 +76,15 @@ def redactor() -> Redactor:
     return _redactor
 
 
+def _add_logger_name(logger: WrappedLogger, name: str, event_dict: EventDict) -> EventDict:
+    """Like structlog's ``add_logger_name``, but also for ``PrintLogger`` (which has no name)."""
+    record = event_dict.get("_record")
+    found = record.name if record is not None else getattr(logger, "name", None)
+    if found:
+        event_dict["logger"] = found
+    return event_dict
+
+
 def configure(
     *,
     level: str = "info",
@@ -97,6 +106,7 @@ def configure(
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _add_logger_name,
         structlog.processors.format_exc_info,
     ]
     numeric = logging.getLevelNamesMapping()[level.upper()]
@@ -113,7 +123,7 @@ def _route_stdlib(out: TextIO, level: int, shared: list[Any], renderer: Any) -> 
     handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            foreign_pre_chain=shared,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 _redactor,

@@ -1,26 +1,14 @@
-"""Prometheus metrics every relay process exposes on ``/metrics``.
+"""Prometheus metrics of the workers and the tracker, in the process-wide registry.
 
-One registry per process (the default one); names are part of the outside contract because the
-shipped Grafana dashboard and PrometheusRule query them.
+The gateway's request metrics live in ``relay.gateway.metrics`` (a registry per application);
+its ``/metrics`` serves both. Names are part of the outside contract: the shipped Grafana
+dashboard and PrometheusRule query them.
 """
 
 from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
-GATEWAY_REQUESTS = Counter(
-    "relay_gateway_requests",
-    "Gateway requests by route or receiver and status.",
-    ["receiver", "status"],
-)
-SIGNATURE_FAILURES = Counter(
-    "relay_signature_failures", "Requests refused for a bad or missing signature.", ["receiver"]
-)
-PUBLISH_CONFIRM = Histogram(
-    "relay_publish_confirm_seconds",
-    "Time from publish to the broker's confirm.",
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-)
 DEPLOYMENTS = Counter("relay_deployments", "Deployments that ended, by result.", ["result"])
 STAGE_SECONDS = Histogram(
     "relay_stage_seconds",

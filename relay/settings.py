@@ -156,6 +156,17 @@ class HttpSettings(_Model):
         ge=0,
         description="Delivery ids remembered per process to answer duplicates.",
     )
+    rate_limit: RateLimitSettings = Field(
+        default_factory=lambda: RateLimitSettings(requests=600, per_seconds=600.0),
+        description="Per-source-IP token bucket of every receiver without its own rate_limit "
+        "(a bucket per receiver); 600 per 10 minutes absorbs a provider's bursts.",
+    )
+    publish_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds a request waits for the broker's confirm before answering 503 "
+        "(GitHub gives up after 10 s).",
+    )
 
 
 class RateLimitSettings(_Model):

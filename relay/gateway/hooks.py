@@ -1,0 +1,137 @@
+"""``POST /hook/{receiver}``: verify, normalise, filter, deduplicate, publish, answer.
+
+Order matters: the rate limit and content type before reading; the capped body; the signature on
+the raw bytes before any parsing; then filters (200 ``ignored``), duplicates (200 ``duplicate``)
+and the publish (202 only after the broker confirmed).
+"""
+
+from __future__ import annotations
+
+import uuid
+from fnmatch import fnmatchcase
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from relay.events import new_event
+from relay.gateway.body import read_body, require_media_type
+from relay.gateway.errors import NotFound
+from relay.gateway.publish import publish_confirmed
+from relay.gateway.state import STATE, GatewayState
+from relay.logging import bind_context
+from relay.receivers import PROVIDERS, ParsedEvent, Receiver
+from relay.receivers.base import routing_word
+
+log = structlog.get_logger(__name__)
+EVENT_NAMESPACE = uuid.UUID("6b1d3f2e-5f43-4c53-9a7e-2f0c1b7c9e11")
+
+
+def event_id(receiver: Receiver, event: ParsedEvent) -> str:
+    """Stable for a redelivered event (consumers skip ids they saw), random without a key."""
+    if event.dedupe_key is None:
+        return str(uuid.uuid4())
+    return str(uuid.uuid5(EVENT_NAMESPACE, f"{receiver.name}\n{event.dedupe_key}"))
+
+
+def excluded(receiver: Receiver, event: ParsedEvent) -> str | None:
+    """Why the receiver's filters exclude ``event``, or None."""
+    if event.ping:
+        return None
+    if receiver.events is not None:
+        names = {event.event.lower(), routing_word(event.event)}
+        if not names & {e.lower() for e in receiver.events}:
+            return f"event {event.event!r} is not in this receiver's events"
+    branch, globs = event.branch, receiver.branches
+    if branch is not None and globs is not None and not any(fnmatchcase(branch, g) for g in globs):
+        return f"branch {event.branch!r} matches none of this receiver's branches"
+    return None
+
+
+async def hook(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    name = request.match_info["receiver"]
+    receiver = state.receivers.get(name)
+    if receiver is None:
+        raise NotFound(f"no receiver is named {name!r}", code="unknown_receiver")
+    state.limit(request, f"hook:{name}")
+    provider = PROVIDERS[receiver.type]
+    require_media_type(request, provider.content_types)
+    http = state.settings.http
+    body = await read_body(request, limit=http.max_body_bytes, within=http.read_timeout)
+    with bind_context(receiver=name, delivery=provider.delivery_id(request.headers)):
+        provider.verify(request.headers, body, receiver.secrets)
+        events = provider.parse(request.headers, body, receiver)
+        return await _publish(state, receiver, events)
+
+
+async def _publish(
+    state: GatewayState, receiver: Receiver, events: list[ParsedEvent]
+) -> web.Response:
+    verdicts = [(e, excluded(receiver, e)) for e in events]
+    wanted = [e for e, why in verdicts if why is None]
+    reasons = [why for _, why in verdicts if why is not None]
+    if not wanted:
+        why = reasons[0] if reasons else "nothing in this delivery is published"
+        log.info("hook ignored", why=why)
+        return web.json_response({"ignored": why})
+    published, duplicates, unrouted = await _publish_each(state, receiver, wanted)
+    return _answer(wanted, published, duplicates, unrouted)
+
+
+async def _publish_each(
+    state: GatewayState, receiver: Receiver, events: list[ParsedEvent]
+) -> tuple[list[str], list[str], list[str]]:
+    published: list[str] = []
+    duplicates: list[str] = []
+    unrouted: list[str] = []
+    for parsed in events:
+        key = f"{receiver.name}\n{parsed.dedupe_key}" if parsed.dedupe_key else None
+        if key is not None:
+            fresh, seen = await state.deliveries.begin(key)
+            if not fresh:
+                duplicates.append(str(seen))
+                continue
+        try:
+            ident = await _publish_one(state, receiver, parsed)
+        except BaseException:
+            if key is not None:
+                state.deliveries.abandon(key)
+            raise
+        if key is not None and ident:
+            state.deliveries.finish(key, ident)
+        elif key is not None:
+            state.deliveries.abandon(key)
+        (published if ident else unrouted).append(ident or parsed.routing_key)
+    return published, duplicates, unrouted
+
+
+async def _publish_one(state: GatewayState, receiver: Receiver, parsed: ParsedEvent) -> str | None:
+    event = new_event(
+        parsed.data,
+        source=f"/hook/{receiver.name}",
+        routing_key=parsed.routing_key,
+        subject=parsed.subject,
+        event_id=event_id(receiver, parsed),
+    )
+    if not await publish_confirmed(state, event, essential=parsed.essential):
+        return None
+    log.debug("event published", routing_key=parsed.routing_key, event_id=event.id)
+    return event.id
+
+
+def _answer(
+    events: list[ParsedEvent], published: list[str], duplicates: list[str], unrouted: list[str]
+) -> web.Response:
+    body: dict[str, Any] = {}
+    if any(e.ping for e in events):
+        body["ping"] = True
+    if published:
+        body.update(event_id=published[0], event_ids=published)
+    if duplicates:
+        body.update(duplicate=True, duplicate_event_ids=duplicates)
+        body.setdefault("event_id", duplicates[0])
+    if unrouted and not published and not duplicates:
+        body["ignored"] = f"no consumer is subscribed to {', '.join(sorted(set(unrouted)))}"
+    status = 202 if published and not body.get("ping") else 200
+    return web.json_response(body, status=status)
