@@ -26,10 +26,20 @@ async def until_synced(informer: Informer, *, deadline: float, what: str) -> Non
         await wait_signal(informer.synced, deadline, at_most=0.2)
 
 
-def check_access(informer: Informer) -> None:
-    """Fail at once when the API server refuses the relay's identity: waiting will not help."""
-    if isinstance(informer.error, Forbidden):
+# A restarted API server refuses everyone for a moment while its RBAC cache fills: a refusal
+# counts only once it has lasted this long.
+FORBIDDEN_GRACE = 5.0
+
+
+def check_access(informer: Informer) -> float | None:
+    """Fail when the API server has refused the relay's identity for longer than the grace;
+    else the seconds until the grace ends (to look again then), or None when not refused."""
+    if not isinstance(informer.error, Forbidden) or informer.error_since is None:
+        return None
+    left = FORBIDDEN_GRACE - (time.monotonic() - informer.error_since)
+    if left <= 0:
         raise Permanent("forbidden", informer.error.message)
+    return left
 
 
 def late(what: str, informer: Informer) -> str:

@@ -24,10 +24,11 @@ import structlog
 import yaml
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.config import incluster_config
+from kubernetes_asyncio.config.config_exception import ConfigException
 from kubernetes_asyncio.config.kube_config import KubeConfigLoader
 
 from relay.kube.base import Obj, ObjectList, Resource, WatchEvent
-from relay.kube.errors import KubeError, Unreachable, from_status
+from relay.kube.errors import Forbidden, KubeError, Unreachable, from_status
 from relay.settings import KubernetesSettings
 
 log = structlog.get_logger(__name__)
@@ -160,7 +161,12 @@ class KubeCluster:
     async def _client(self) -> k8s.ApiClient:
         async with self._lock:
             if self._api is None:
-                self._api = k8s.ApiClient(configuration=await self._configuration())
+                try:
+                    configuration = await self._configuration()
+                except (ConfigException, OSError, ValueError, yaml.YAMLError) as exc:
+                    # No identity to speak with: as good as refused, and retrying will not help.
+                    raise Forbidden(f"no usable Kubernetes credentials: {exc}") from exc
+                self._api = k8s.ApiClient(configuration=configuration)
             return self._api
 
     async def _configuration(self) -> k8s.Configuration:

@@ -5,8 +5,8 @@ waits would mean thousands of streams on the API server. An ``Informer`` lists o
 watches from the list's resourceVersion (with bookmarks), keeps the objects in memory and wakes
 the waiters registered under an object's key (by default its name) on every change. When the
 stream ends it resumes from the last resourceVersion it saw; after ``Gone`` (410, history
-compacted) it lists again; while the API server is away it reconnects with back-off, and
-``error``/``outage_since`` tell waiters why nothing is moving.
+compacted) or any other refusal it lists again; while the API server is away it reconnects
+with back-off, and ``error``/``outage_since`` tell waiters why nothing is moving.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import structlog
 
 from relay.kube.base import Cluster, Obj, Resource, WatchEvent, meta
-from relay.kube.errors import Gone, KubeError
+from relay.kube.errors import Gone, KubeError, Unreachable
 from relay.kube.retry import Backoff
 
 log = structlog.get_logger(__name__)
@@ -61,9 +61,11 @@ class Informer:
         self.resource_version = ""
         self.synced = asyncio.Event()
         self.error: KubeError | None = None
-        self.outage_since: float | None = None
+        self.outage_since: float | None = None  # when the current outage began
+        self.error_since: float | None = None  # when the current kind of error began
         self.lists = 0
         self.watches = 0
+        self.gone = 0  # 410s seen (each followed by a list)
         self._task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -123,16 +125,24 @@ class Informer:
                     relist = False
                 await self._follow()
             except Gone as exc:
+                self.gone += 1
                 log.info(
                     "watch history compacted, listing again", informer=repr(self), error=exc.message
                 )
                 relist = True
+            except Unreachable as exc:
+                self._failed(exc)  # resume from our resourceVersion once it answers again
+                await asyncio.sleep(self._backoff.next())
             except KubeError as exc:
+                # Refused or failing for this resourceVersion (a compacted previous version can
+                # give 500 instead of 410): start over from a list, as client-go's reflector does.
                 self._failed(exc)
+                relist = True
                 await asyncio.sleep(self._backoff.next())
             except Exception as exc:
                 log.exception("informer failed unexpectedly", informer=repr(self))
                 self._failed(KubeError(f"{type(exc).__name__}: {exc}"))
+                relist = True
                 await asyncio.sleep(self._backoff.next())
 
     async def _relist(self) -> None:
@@ -200,18 +210,21 @@ class Informer:
                 del self._index[key]
 
     def _failed(self, exc: KubeError) -> None:
-        first = self.error is None
+        first, changed = self.error is None, type(exc) is not type(self.error)
         self.error = exc
+        if changed:
+            self.error_since = time.monotonic()
         if first:
             self.outage_since = time.monotonic()
             log.warning("kubernetes watch interrupted", informer=repr(self), error=exc.message)
+        if changed:
             self._notify_all()
 
     def _recovered(self) -> None:
         if self.error is not None:
             log.info("kubernetes watch resumed", informer=repr(self))
         self.error = None
-        self.outage_since = None
+        self.outage_since = self.error_since = None
         self._backoff.reset()
 
     def _notify(self, key: str) -> None:

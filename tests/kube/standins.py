@@ -65,6 +65,7 @@ class StandInFlux:
     stall: dict[str, tuple[str, str]] = field(default_factory=dict)
     ignore: set[str] = field(default_factory=set)
     parent: str = "flux-system"
+    selector: str | None = None
     on_parent: Callable[[], Awaitable[None]] | None = None
     handled: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, name, value)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -72,7 +73,13 @@ class StandInFlux:
 
     async def __aenter__(self) -> StandInFlux:
         for resource in (GITREPOSITORIES, KUSTOMIZATIONS):
-            informer = Informer(self.cluster, resource, self.namespace, watch_timeout=60)
+            informer = Informer(
+                self.cluster,
+                resource,
+                self.namespace,
+                label_selector=self.selector,
+                watch_timeout=60,
+            )
             informer.start()
             self._informers.append(informer)
             self._tasks.append(asyncio.create_task(self._serve(informer)))
@@ -143,7 +150,10 @@ class StandInFlux:
             status["conditions"] = [
                 cond("Ready", "True", "ReconciliationSucceeded", message, generation)
             ]
-        await self.write(resource, self.namespace, name, status)
+        try:
+            await self.write(resource, self.namespace, name, status)
+        except Exception:  # the API server away: the request stays unhandled, tried again
+            return
         self.handled.append((resource.kind, name, value))
 
 

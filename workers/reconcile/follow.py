@@ -28,7 +28,7 @@ async def wait_for(
     with informer.subscribe(name, signal):
         while True:
             signal.clear()
-            check_access(informer)
+            recheck = check_access(informer)
             verdict = judge(informer.get(name))
             if isinstance(verdict, Done):
                 return verdict
@@ -36,4 +36,4 @@ async def wait_for(
                 raise Permanent("flux_failed", verdict.message)
             if time.monotonic() >= deadline:
                 raise Permanent("timeout", late(f"{what}: {verdict.why}", informer))
-            await wait_signal(signal, deadline)
+            await wait_signal(signal, deadline, at_most=recheck)

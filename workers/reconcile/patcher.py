@@ -19,6 +19,7 @@ import structlog
 
 from relay.events.data import ObjectRef
 from relay.kube.base import Cluster, Obj, Resource
+from relay.kube.errors import RETRYABLE, Forbidden
 from relay.kube.retry import Backoff, retrying
 from workers.reconcile.flux import annotation_patch, requested_at_now
 
@@ -61,7 +62,7 @@ class Patcher:
 
     cluster: Cluster
     window: float = 0.5
-    attempts: int = 6
+    attempts: int = 8
     backoff: Backoff = field(default_factory=lambda: Backoff(initial=0.05, cap=2.0))
     _states: dict[Target, _State] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -134,6 +135,8 @@ class Patcher:
             ),
             attempts=self.attempts,
             backoff=Backoff(self.backoff.initial, self.backoff.factor, self.backoff.cap),
+            # Forbidden too: a restarted API server refuses everyone until its RBAC cache fills.
+            retry_on=(*RETRYABLE, Forbidden),
             what=f"patch {target}",
         )
         self.sent += 1

@@ -97,8 +97,9 @@ class WatchWorker:
         with deployments.subscribe(app, signal):
             while deployments.get(app) is not None:
                 signal.clear()
-                check_access(deployments)
-                if not await wait_signal(signal, deadline):
+                recheck = check_access(deployments)
+                woken = await wait_signal(signal, deadline, at_most=recheck)
+                if not woken and time.monotonic() >= deadline:
                     raise Permanent(
                         "timeout",
                         late(f"Deployment {app} still exists after {self._limit}", deployments),
@@ -114,11 +115,11 @@ class WatchWorker:
         with deployments.subscribe(app, signal), pods.subscribe(app, signal):
             while True:
                 signal.clear()
-                check_access(deployments)
+                recheck = _soonest(check_access(deployments), check_access(pods), wait.recheck)
                 why = await self._judge(wait, deployments.get(app), pods.objects_for(app))
                 if why is None:
                     return
-                woken = await wait_signal(signal, deadline, at_most=wait.recheck)
+                woken = await wait_signal(signal, deadline, at_most=recheck)
                 if not woken and time.monotonic() >= deadline:
                     raise Permanent(
                         "timeout",
@@ -180,6 +181,11 @@ class WatchWorker:
             return failure.describe()
         warning = rollout.latest_warning(listed.items)
         return failure.describe() + (f" (event {warning})" if warning else "")
+
+
+def _soonest(*delays: float | None) -> float | None:
+    found = [d for d in delays if d is not None]
+    return min(found) if found else None
 
 
 class _Wait:

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from relay.kube.base import DEPLOYMENTS, GITREPOSITORIES
-from relay.kube.errors import Forbidden, Gone, NotFound, Unreachable
+from relay.kube.errors import Forbidden, Gone, NotFound, ServerError, Unreachable
 from relay.kube.fake import FakeCluster, merge_patch
 from relay.kube.informer import Informer
 from tests.kube.objects import NAMESPACE, deployment, rolled_out
@@ -110,6 +110,17 @@ async def test_informer_reconnects_after_an_outage_and_says_why_meanwhile() -> N
         await informer.stop()
 
 
+async def test_informer_lists_again_after_a_watch_refused_by_the_server() -> None:
+    fake = FakeCluster()
+    informer = await informer_on(fake)
+    try:
+        fake.fail_next("watch", ServerError("etcd event received with PrevKv=nil"), times=1)
+        fake.end_watches()
+        await settle(lambda: informer.lists == 2, timeout=5)
+    finally:
+        await informer.stop()
+
+
 async def test_informer_records_forbidden() -> None:
     fake = FakeCluster()
     fake.fail_next("list", Forbidden("deployments is forbidden: User relay cannot list"), times=1)
@@ -144,3 +155,27 @@ async def test_one_watch_wakes_only_the_waiters_of_the_changed_object() -> None:
         assert informer.waiting == 0
     finally:
         await informer.stop()
+
+
+async def test_missing_credentials_are_reported_as_forbidden(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from relay.kube.client import KubeCluster
+    from relay.settings import KubernetesSettings
+
+    cluster = KubeCluster(KubernetesSettings(kubeconfig=tmp_path / "absent.kubeconfig"))
+    with pytest.raises(Forbidden, match="no usable Kubernetes credentials"):
+        await cluster.list(DEPLOYMENTS, NAMESPACE)
+    await cluster.close()
+
+
+def test_only_relay_kube_client_imports_kubernetes_asyncio() -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    offenders = [
+        str(path.relative_to(root))
+        for folder in ("relay", "workers")
+        for path in (root / folder).rglob("*.py")
+        if "kubernetes_asyncio" in path.read_text()
+        and path.relative_to(root).parts[:2] != ("relay", "kube")
+    ]
+    assert offenders == []

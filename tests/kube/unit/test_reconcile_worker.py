@@ -14,7 +14,7 @@ from relay.events.data import GitPush, GitTag, ManifestsCommitted, Repository
 from relay.kube.base import GITREPOSITORIES, KUSTOMIZATIONS
 from relay.kube.fake import FakeCluster
 from relay.settings import Settings
-from tests.kube.conftest import make_settings
+from tests.kube.config import make_settings
 from tests.kube.pipeline import Pipeline
 from tests.kube.standins import StandInFlux, fake_writer, git_repository, kustomization
 from workers.reconcile import Skipping, create

@@ -16,7 +16,7 @@ from relay.events.data import ReconcileCompleted
 from relay.kube.base import DEPLOYMENTS, EVENTS, PODS, REPLICASETS
 from relay.kube.fake import FakeCluster
 from relay.settings import Settings
-from tests.kube.conftest import make_settings
+from tests.kube.config import make_settings
 from tests.kube.objects import (
     NAMESPACE,
     deadline_exceeded,
