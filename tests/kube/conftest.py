@@ -1,12 +1,31 @@
-"""Shared fixtures of the Kubernetes tests (unit tests on the fake, and the real API server)."""
+"""Fixtures of the Kubernetes tests: the real API server (``kube_api``, from
+``tests/support/kube_fixtures.py``) and what the relay's tests build on it, plus what the unit
+tests on the in-process fake share.
 
-from __future__ import annotations
+The fixtures are imported rather than listed in ``pytest_plugins``, which pytest refuses in a
+conftest below the rootdir. Other test directories may import them the same way.
+"""
 
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.kube.config import make_settings  # noqa: F401 - re-exported for older imports
+_ROOT = str(Path(__file__).resolve().parents[2])
+if _ROOT not in sys.path:  # `tests.support` must import under plain `pytest` as well
+    sys.path.insert(0, _ROOT)
+
+from tests.kube.realfixtures import (  # noqa: E402, F401
+    admin,
+    admin_cluster,
+    controller_manager,
+    flux_objects,
+    proxy,
+    relay_kubeconfig,
+    standin_flux,
+    tag,
+)
+from tests.support.kube_fixtures import kube_api  # noqa: E402, F401
 
 
 @pytest.fixture
@@ -14,20 +33,3 @@ def secret_file(tmp_path: Path) -> Path:
     path = tmp_path / "secret"
     path.write_text("s3cret-value\n")
     return path
-
-
-try:  # The real API server harness (tests/support) and the fixtures built on it.
-    from tests.kube.realfixtures import (  # noqa: F401
-        admin,
-        admin_cluster,
-        controller_manager,
-        flux_objects,
-        proxy,
-        relay_kubeconfig,
-        standin_flux,
-        tag,
-    )
-    from tests.support.kube_fixtures import kube_api  # noqa: F401
-except ImportError as exc:  # pragma: no cover - only before tests/support exists
-    if "tests.support" not in str(exc):
-        raise
