@@ -73,7 +73,7 @@ def line(event: CloudEvent, *, colour: bool = False) -> str:
         parts.append(f"app={event.app}")
     if event.deploymentid:
         parts.append(f"deployment={event.deploymentid}")
-    parts += [f"{k}={_short(event.data[k])}" for k in _INTERESTING if k in event.data]
+    parts += [_field(k, event.data[k]) for k in _INTERESTING if k in event.data]
     text = "  ".join(parts)
     tint = next((c for word, c in _COLOURS.items() if key.endswith(word)), None)
     return f"{tint}{text}{_RESET}" if colour and tint else text
@@ -92,6 +92,10 @@ _INTERESTING = (
     "detail",
     "skipped",
 )
+
+
+def _field(key: str, value: object) -> str:
+    return f"skipped: {value}" if key == "skipped" else f"{key}={_short(value)}"
 
 
 def _short(value: object) -> str:
