@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import platform
 import statistics
@@ -37,22 +36,20 @@ from typing import Any
 
 import yaml
 
+from bench.reconcile_waits import bare_waits, relay_waits
 from relay.bus import Ack, Bus, Incoming, Outcome, QueueSpec, connect
 from relay.events import new_event
-from relay.events.data import GitOther, GitPush, ReconcileCompleted, Repository
-from relay.kube.base import DEPLOYMENTS, GITREPOSITORIES
+from relay.events.data import GitOther, GitPush, Repository
+from relay.kube.base import GITREPOSITORIES
 from relay.kube.client import KubeCluster
 from relay.logging import configure
 from relay.settings import KubernetesSettings, Settings
-from tests.kube.objects import deployment
 from tests.kube.realkube import AdminApi
 from tests.kube.standins import git_repository
 from tests.support.kube_fixtures import ensure_kube_binaries
 from tests.support.kubeapi import KubeAPIServer
 from tests.support.rabbitmq import create_vhost, delete_vhost, url_for
 from workers.reconcile.flux import REQUESTED_AT, annotation_patch, requested_at_now
-from workers.runtime import WorkerHost
-from workers.watch import WatchWorker
 
 N = 1000
 ROUNDS = 5
@@ -312,79 +309,6 @@ async def _until_worker_answers(covered: dict[str, str], send: Any) -> None:
             await asyncio.sleep(0.5)
 
 
-def rss() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-async def bare_waits() -> tuple[int, int]:
-    """Heap and RSS grown by WAITS tasks each awaiting an Event: the floor of a wait."""
-    gc.collect()
-    heap0, rss0 = tracemalloc.get_traced_memory()[0], rss()
-    events = [asyncio.Event() for _ in range(WAITS)]
-    tasks = [asyncio.create_task(e.wait()) for e in events]
-    await asyncio.sleep(0.1)
-    gc.collect()
-    grown = tracemalloc.get_traced_memory()[0] - heap0, rss() - rss0
-    for e in events:
-        e.set()
-    await asyncio.gather(*tasks)
-    return grown
-
-
-async def relay_waits(server: KubeAPIServer, amqp: str) -> tuple[int, int, int]:
-    """Heap and RSS grown while the watch worker follows WAITS rollouts; watch streams open."""
-    tag = uuid.uuid4().hex[:6]
-    settings = Settings.model_validate(config_for(server, amqp, tag, None))
-    assert settings.kubernetes is not None
-    async with AdminApi(server.url, server.admin_token, server.ca_file) as admin:
-        gate = asyncio.Semaphore(16)
-
-        async def make(i: int) -> None:
-            body = deployment(f"w{i:04d}-{tag}", deployment_id=f"d{i}")
-            body["metadata"]["labels"]["relay-bench"] = tag
-            async with gate:
-                await admin.create(DEPLOYMENTS, body)
-
-        await asyncio.gather(*(make(i) for i in range(WAITS)))
-        cluster = KubeCluster(settings.kubernetes)
-        worker = WatchWorker(settings, cluster, settings.kubernetes)
-        bus = connect(settings.broker)
-        await bus.start()
-        host = WorkerHost(bus, settings, [worker])
-        await host.start()
-        try:
-            await _warm(worker)
-            gc.collect()
-            heap0, rss0 = tracemalloc.get_traced_memory()[0], rss()
-            for i in range(WAITS):
-                data = ReconcileCompleted(commit=HEAD, image="127.0.0.1:5000/app:v1")
-                app = f"w{i:04d}-{tag}"
-                await bus.publish(new_event(data, source="/bench", app=app, deploymentid=f"d{i}"))
-            async with asyncio.timeout(120):
-                while sum(inf.waiting for inf in worker.informers.all()) < 2 * WAITS:
-                    await asyncio.sleep(0.1)
-            gc.collect()
-            grown = tracemalloc.get_traced_memory()[0] - heap0, rss() - rss0, cluster.open_watches
-        finally:
-            await host.stop(grace=0)
-            await bus.close()
-            path = f"{DEPLOYMENTS.path('dynamic-apps')}?labelSelector=relay-bench%3D{tag}"
-            await admin.request("DELETE", path)
-    return grown
-
-
-async def _warm(worker: WatchWorker) -> None:
-    """Start the informers (their caches of the WAITS Deployments are not counted as waits)."""
-    worker.deployments()
-    worker.pods()
-    async with asyncio.timeout(60):
-        while not all(inf.synced.is_set() for inf in worker.informers.all()):
-            await asyncio.sleep(0.05)
-
-
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000
@@ -447,7 +371,11 @@ def table(lat: dict[str, list[float]], memory: dict[str, Any]) -> str:
 async def run(server: KubeAPIServer, amqp: str, tmp: Path) -> str:
     lat = await push_to_patch(server, amqp, tmp)
     tracemalloc.start()
-    memory = {"bare": await bare_waits(), "relay": await relay_waits(server, amqp)}
+    settings = Settings.model_validate(config_for(server, amqp, uuid.uuid4().hex[:6], None))
+    memory = {
+        "bare": await bare_waits(WAITS),
+        "relay": await relay_waits(server, settings, WAITS),
+    }
     tracemalloc.stop()
     print(f"relay p50 {statistics.median(lat['relay']) * 1000:.1f} ms")
     return table(lat, memory)
