@@ -35,6 +35,7 @@ class ReconcileWorker:
         self.cluster = cluster
         self.keys: tuple[str, ...] = ("git.push", "git.tag", "manifests.committed")
         self.concurrency = kube.concurrency
+        self.sync_timeout = SYNC_TIMEOUT
         self.informers = Informers(cluster)
         # The apps namespace, to name a failing rollout while Flux health-checks it.
         self.apps = AppsWatch(cluster, self.informers, settings.deploy.namespace)
@@ -57,8 +58,14 @@ class ReconcileWorker:
     async def synced(self, resource: Resource, namespace: str) -> Informer:
         """The shared informer, once it has listed (or a Permanent saying why it could not)."""
         informer = self.informer(resource, namespace)
-        deadline = time.monotonic() + SYNC_TIMEOUT
-        await until_synced(informer, deadline=deadline, what=f"listing {resource.plural}")
+        deadline = time.monotonic() + self.sync_timeout
+        try:
+            await until_synced(informer, deadline=deadline, what=f"listing {resource.plural}")
+        except Permanent as exc:
+            if exc.reason != "timeout":
+                raise
+            # The API server is away: the bus tries the work again later, nothing is lost.
+            raise Transient("kubernetes_unavailable", exc.detail) from None
         return informer
 
     async def read(self, target: Target) -> Obj | None:

@@ -32,6 +32,7 @@ class Env:
     flux: StandInFlux
     pipeline: Pipeline
     settings: Settings
+    worker: ReconcileWorker
 
 
 def settings_for(secret_file: Path, **kube: Any) -> Settings:
@@ -76,7 +77,7 @@ async def env(secret_file: Path) -> AsyncIterator[Env]:
         StandInFlux(fake, fake_writer(fake), head=SHA) as flux,
         Pipeline(settings, [worker]) as pipeline,
     ):
-        yield Env(fake, flux, pipeline, settings)
+        yield Env(fake, flux, pipeline, settings, worker)
 
 
 def push(ref: str = "refs/heads/main", receiver: str = "gh", **kw: Any) -> GitPush:
@@ -301,3 +302,15 @@ async def test_an_earlier_deploys_failing_pods_do_not_fail_this_one(env: Env) ->
     await env.pipeline.publish(committed(), app="fixed", deploymentid="dep-11")
     completed = await env.pipeline.next("reconcile.completed", app="fixed")
     assert env.pipeline.of("deploy.failed") == [] and completed.deploymentid == "dep-11"
+
+
+async def test_a_push_while_the_api_server_was_never_reached_is_retried(env: Env) -> None:
+    """A worker that starts during an outage keeps the push for a later attempt."""
+    env.worker.sync_timeout = 0.2
+    env.fake.go_away()
+    await env.pipeline.publish(push())
+    await asyncio.sleep(0.5)  # the first attempt gave up and was put back on the bus
+    env.fake.come_back()
+    requested = await env.pipeline.next("reconcile.requested", timeout=20)
+    assert requested.data["targets"][0]["name"] == "flux-system"
+    assert await env.pipeline.bus.dead_letters() == []
