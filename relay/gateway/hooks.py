@@ -7,6 +7,7 @@ and the publish (202 only after the broker confirmed).
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from fnmatch import fnmatchcase
 from typing import Any
@@ -22,6 +23,7 @@ from relay.gateway.state import STATE, GatewayState
 from relay.logging import bind_context
 from relay.receivers import PROVIDERS, ParsedEvent, Receiver
 from relay.receivers.base import routing_word
+from relay.signing import header_bytes
 
 log = structlog.get_logger(__name__)
 EVENT_NAMESPACE = uuid.UUID("6b1d3f2e-5f43-4c53-9a7e-2f0c1b7c9e11")
@@ -31,7 +33,10 @@ def event_id(receiver: Receiver, event: ParsedEvent) -> str:
     """Stable for a redelivered event (consumers skip ids they saw), random without a key."""
     if event.dedupe_key is None:
         return str(uuid.uuid4())
-    return str(uuid.uuid5(EVENT_NAMESPACE, f"{receiver.name}\n{event.dedupe_key}"))
+    # uuid5 over the bytes sent: a delivery header need not be UTF-8 (aiohttp surrogate-escapes)
+    name = header_bytes(f"{receiver.name}\n{event.dedupe_key}")
+    digest = hashlib.sha1(EVENT_NAMESPACE.bytes + name, usedforsecurity=False).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=5))
 
 
 def excluded(receiver: Receiver, event: ParsedEvent) -> str | None:
