@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from pydantic import ValidationError
 
 from relay.events import new_event
 from relay.gateway.body import read_body, require_media_type
@@ -21,7 +22,7 @@ from relay.gateway.errors import NotFound
 from relay.gateway.publish import publish_confirmed
 from relay.gateway.state import STATE, GatewayState
 from relay.logging import bind_context
-from relay.receivers import PROVIDERS, ParsedEvent, Receiver
+from relay.receivers import PROVIDERS, ParsedEvent, PayloadError, Provider, Receiver
 from relay.receivers.base import routing_word
 from relay.signing import header_bytes
 
@@ -66,8 +67,20 @@ async def hook(request: web.Request) -> web.Response:
     body = await read_body(request, limit=http.max_body_bytes, within=http.read_timeout)
     with bind_context(receiver=name, delivery=provider.delivery_id(request.headers)):
         provider.verify(request.headers, body, receiver.secrets)
-        events = provider.parse(request.headers, body, receiver)
+        events = _parse(provider, request, body, receiver)
         return await _publish(state, receiver, events)
+
+
+def _parse(
+    provider: Provider, request: web.Request, body: bytes, receiver: Receiver
+) -> list[ParsedEvent]:
+    """The provider's events; a field of the wrong type for its event model is a bad payload."""
+    try:
+        return provider.parse(request.headers, body, receiver)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(body)"
+        raise PayloadError(f"the payload does not fit {exc.title}: {where}: {err['msg']}") from None
 
 
 async def _publish(

@@ -80,16 +80,21 @@ def media_type(headers: Headers) -> str:
 
 
 def load_json(raw: bytes) -> Any:
+    """The JSON value of a body, or ``PayloadError``: not UTF-8 or not JSON, an integer longer
+    than Python converts, or nesting deeper than it parses."""
     try:
         return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
         raise PayloadError(f"the body is not valid JSON: {exc}") from None
 
 
 def load_object(headers: Headers, raw: bytes) -> dict[str, Any]:
     """The JSON object of a body, from JSON or a form field ``payload=`` (GitHub, Gitea)."""
     if media_type(headers) == FORM_TYPE:
-        fields = urllib.parse.parse_qs(raw.decode("utf-8", "replace"), max_num_fields=50)
+        try:
+            fields = urllib.parse.parse_qs(raw.decode("utf-8", "replace"), max_num_fields=50)
+        except ValueError as exc:
+            raise PayloadError(f"the form body is not acceptable: {exc}") from None
         if "payload" not in fields:
             raise PayloadError("a form-encoded body needs a payload= field")
         raw = fields["payload"][0].encode()
@@ -113,6 +118,19 @@ def need(value: Any, path: str) -> Any:
     if found is None or found == "":
         raise PayloadError(f"the payload has no {path}")
     return found
+
+
+def need_text(value: Any, path: str) -> str:
+    """Like ``need``, for a field that must be a string."""
+    found = need(value, path)
+    if not isinstance(found, str):
+        raise PayloadError(f"the payload's {path} is not a string")
+    return found
+
+
+def text(value: Any) -> str | None:
+    """``value`` if it is a string, else None (an optional field of the wrong type)."""
+    return value if isinstance(value, str) else None
 
 
 def routing_word(name: str) -> str:
