@@ -16,10 +16,9 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
-from relay.events import new_event
 from relay.gateway.body import read_body, require_media_type
 from relay.gateway.errors import NotFound
-from relay.gateway.publish import publish_confirmed
+from relay.gateway.publish import event_for, publish_confirmed
 from relay.gateway.state import STATE, GatewayState
 from relay.logging import bind_context
 from relay.receivers import PROVIDERS, ParsedEvent, PayloadError, Provider, Receiver
@@ -125,7 +124,7 @@ async def _publish_each(
 
 
 async def _publish_one(state: GatewayState, receiver: Receiver, parsed: ParsedEvent) -> str | None:
-    event = new_event(
+    event = event_for(
         parsed.data,
         source=f"/hook/{receiver.name}",
         routing_key=parsed.routing_key,
