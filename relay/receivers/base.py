@@ -25,6 +25,7 @@ ZERO_SHA = "0" * 40
 JSON_TYPES = frozenset({"application/json"})
 FORM_TYPE = "application/x-www-form-urlencoded"
 _NOT_WORD = re.compile(r"[^a-z0-9]+")
+TYPED_WORDS = frozenset({"push", "tag", "ping"})  # git.<word> keys whose data has its own model
 _SUMMARY_KEYS = ("action", "number", "iid", "ref", "ref_type", "state", "status", "title", "tag")
 _NESTED = ("pull_request", "pullrequest", "object_attributes", "release", "workflow_run", "package")
 
@@ -212,8 +213,14 @@ def other_event(
     repository: Repository | None,
     dedupe_key: str | None,
 ) -> ParsedEvent:
-    """Any event that is not a push: ``git.<event>`` with a summary and the original payload."""
+    """Any event that is not a push: ``git.<event>`` with a summary and the original payload.
+
+    An event named like a typed one (``push``, ``tag``, ``ping``) whose payload lacks its fields
+    is refused: published as ``git.push`` with other data, every consumer would reject it.
+    """
     word = routing_word(event)
+    if word in TYPED_WORDS:
+        raise PayloadError(f"a {event!r} event needs the payload of one (ref, before, after, ...)")
     action = payload.get("action")
     data = GitOther(
         provider=provider,
