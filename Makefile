@@ -1,5 +1,5 @@
 # The relay's two commands for users: `make demo` and `make test`. Everything else is for developers.
-.PHONY: test demo bench lint typecheck setup venv clean
+.PHONY: test demo bench fuzz lint typecheck setup venv clean
 
 VENV ?= .venv
 PYTHON ?= python3
@@ -12,6 +12,9 @@ demo:
 
 bench:
 	bash scripts/bench.sh
+
+fuzz:
+	bash scripts/fuzz.sh
 
 setup:
 	bash scripts/setup.sh
