@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 
 import structlog
@@ -33,6 +34,8 @@ STATUSES = (
     "deleted",
 )
 HEARTBEAT_SECONDS = 15.0
+# ASCII digits only: int() also takes " 7", "1_0" and other scripts' digits
+WHOLE_NUMBER = re.compile(r"^-?[0-9]{1,18}$")
 
 
 async def list_deployments(request: web.Request) -> web.Response:
@@ -40,11 +43,11 @@ async def list_deployments(request: web.Request) -> web.Response:
     status = query.get("status")
     if status is not None and status not in STATUSES:
         return _json_error(400, "bad_query", f"status must be one of {', '.join(STATUSES)}")
-    try:
-        limit = min(max(int(query.get("limit", "50")), 1), 500)
-        offset = max(int(query.get("offset", "0")), 0)
-    except ValueError:
+    limit_raw, offset_raw = query.get("limit", "50"), query.get("offset", "0")
+    if not WHOLE_NUMBER.match(limit_raw) or not WHOLE_NUMBER.match(offset_raw):
         return _json_error(400, "bad_query", "limit and offset must be whole numbers")
+    limit = min(max(int(limit_raw), 1), 500)
+    offset = max(int(offset_raw), 0)
     found = request.app[TRACKER].list(
         app=query.get("app"), status=status, limit=limit, offset=offset
     )

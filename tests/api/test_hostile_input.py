@@ -14,6 +14,7 @@ import time
 import uuid
 
 import pytest
+import requests
 
 from relay.events.data import GitPing
 from relay.gateway.hooks import EVENT_NAMESPACE, event_id
@@ -268,3 +269,18 @@ def test_signed_deploy_with_a_lone_surrogate_is_400(live: LiveGateway) -> None:
     ]
     status, answer, published = _check(live, "POST", "/deploy", "/deploy", headers, body)
     assert (status, published) == (400, 0), answer
+
+
+@pytest.mark.parametrize("value", ["\u0661\u0662", " 5", "1_0", "9" * 19, "5.0", ""])
+def test_deployment_list_takes_ascii_whole_numbers_only(live: LiveGateway, value: str) -> None:
+    """int() accepted other scripts' digits, spaces and underscores where the document says
+    integer; they are now 400 like any other non-number."""
+    answer = requests.get(f"{live.url}/deployments", params={"limit": value}, timeout=10)
+    oracle.check("GET", "/deployments", answer.status_code, answer.headers, answer.content)
+    assert answer.status_code == 400
+
+
+def test_deployment_list_clamps_whole_numbers(live: LiveGateway) -> None:
+    params = {"limit": "-3", "offset": "-1"}
+    answer = requests.get(f"{live.url}/deployments", params=params, timeout=10)
+    assert (answer.json()["limit"], answer.json()["offset"]) == (1, 0)
