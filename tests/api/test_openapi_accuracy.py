@@ -15,7 +15,6 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -308,7 +307,3 @@ def outage(gateways: dict[str, LiveGateway], route: tuple[str, str]) -> Calls:
 def assert_all_provoked(route: tuple[str, str], *parts: Calls) -> None:
     seen = merge(*parts).get(route, set())
     assert seen == documented_statuses(*route), f"{route}: documented vs provoked"
-
-
-def test_document_path_matches_the_repository() -> None:
-    assert Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml" == openapi_doc.DOCUMENT
