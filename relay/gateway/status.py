@@ -35,7 +35,7 @@ STATUSES = (
 )
 HEARTBEAT_SECONDS = 15.0
 # ASCII digits only: int() also takes " 7", "1_0" and other scripts' digits
-WHOLE_NUMBER = re.compile(r"^-?[0-9]{1,18}$")
+WHOLE_NUMBER = re.compile(r"^-?[0-9]{1,4000}$")  # int() refuses over 4300 digits
 
 
 async def list_deployments(request: web.Request) -> web.Response:
