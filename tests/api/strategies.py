@@ -200,9 +200,31 @@ ENV = st.dictionaries(
 )
 
 
+VALID_DEPLOYS = st.fixed_dictionaries(
+    {
+        "app": st.from_regex(APP_NAME, fullmatch=True).filter(lambda s: len(s) <= 40),
+        "version": st.from_regex(IMAGE_TAG, fullmatch=True),
+        "image": st.from_regex(IMAGE_REF, fullmatch=True),
+    },
+    optional={
+        "port": st.integers(1, 65535),
+        "replicas": st.integers(0, 20),
+        "env": st.dictionaries(
+            st.from_regex(r"\A[A-Za-z_][A-Za-z0-9_]{0,8}\Z"), st.text() | SURROGATE
+        ),
+        "health_path": st.sampled_from(["/healthz", "/", "/a/b?c=d"]),
+        "callback_url": st.sampled_from(["https://n8n.example.com/webhook-waiting/42", None]),
+    },
+)
+
+
 @st.composite
 def deploy_payloads(draw: st.DrawFn) -> Any:
-    if draw(st.integers(0, 9)) == 0:
+    """Valid requests (a third), near-valid ones with random fields, and random JSON."""
+    roll = draw(st.integers(0, 8))
+    if roll < 3:
+        return draw(VALID_DEPLOYS)
+    if roll == 3:
         return draw(JSON)
     payload = draw(
         st.fixed_dictionaries(

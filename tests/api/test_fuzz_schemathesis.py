@@ -11,6 +11,7 @@ Bounded: ``RELAY_FUZZ_EXAMPLES`` examples per operation (default 40) and a deadl
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 import zlib
@@ -39,6 +40,7 @@ FUZZ = settings(
 )
 RECEIVERS = sorted(TYPES)
 PUBLISHING = {("POST", "/hook/{receiver}"), ("POST", "/deploy"), ("DELETE", "/apps/{app}")}
+AGES = itertools.count()
 KNOWN_DEPLOYMENTS: list[str] = []  # finished deployments, filled by the fixture
 
 SCHEMA = schemathesis.openapi.from_dict(openapi_doc.load())
@@ -88,16 +90,13 @@ class Signer(requests.auth.AuthBase):
     def __init__(self, receiver: str | None) -> None:
         """``receiver``: sign for that receiver; None: sign as a deploy client."""
         self.receiver = receiver
-        self.age = 0
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         body = request.body or b""
         body = body.encode() if isinstance(body, str) else body
         if self.receiver is None:
-            self.age += 1  # each request its own timestamp, so never a replayed signature
-            request.headers.update(
-                sign_headers(DEPLOY_SECRET, body, int(time.time()) - self.age % 250)
-            )
+            age = next(AGES) % 250  # each request its own timestamp: never a replayed signature
+            request.headers.update(sign_headers(DEPLOY_SECRET, body, int(time.time()) - age))
             return request
         kind = TYPES.get(self.receiver)
         if kind is None:  # not a receiver (negative generation): it stays unsigned, 404

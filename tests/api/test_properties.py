@@ -116,7 +116,7 @@ def test_unsigned_or_forged_delivery_is_refused_and_publishes_nothing(
 ) -> None:
     body, content_type, _ = data.draw(hook_bodies(receiver), label="body")
     headers = _forged(receiver, body, data) | {"Content-Type": content_type}
-    wrong_type = data.draw(st.sampled_from([None, "text/plain", "", "application/xml"]))
+    wrong_type = data.draw(st.sampled_from([None] * 5 + ["text/plain", "", "application/xml"]))
     if wrong_type is not None:
         headers["Content-Type"] = wrong_type
     status, published = _post_hook(live, http, receiver, body, headers)
