@@ -32,6 +32,7 @@ IMAGE_REF = re.compile(
 HEALTH_PATH = re.compile(r"^/[\x21-\x7e]*$")
 CLONE_URL = re.compile(r"^(https?://|ssh://|git@)")
 MAX_APP_LENGTH = 40
+# Validators use fullmatch: with match, "$" also matches before a trailing newline ("hello\n").
 
 
 def _pattern(regex: re.Pattern[str]) -> dict[str, JsonValue]:
@@ -42,7 +43,7 @@ def _pattern(regex: re.Pattern[str]) -> dict[str, JsonValue]:
 def check_app_name(value: str) -> str:
     if len(value) > MAX_APP_LENGTH:
         raise ValueError(f"app must be at most {MAX_APP_LENGTH} characters")
-    if not APP_NAME.match(value):
+    if not APP_NAME.fullmatch(value):
         raise ValueError("app must be a DNS-1123 label: lower-case letters, digits and '-'")
     return value
 
@@ -156,21 +157,21 @@ class DeployRequest(_Strict):
     @field_validator("version")
     @classmethod
     def _version(cls, value: str) -> str:
-        if not IMAGE_TAG.match(value):
+        if not IMAGE_TAG.fullmatch(value):
             raise ValueError("version must be a valid image tag ([A-Za-z0-9_.-], at most 128)")
         return value
 
     @field_validator("image")
     @classmethod
     def _image(cls, value: str | None) -> str | None:
-        if value is not None and not IMAGE_REF.match(value):
+        if value is not None and not IMAGE_REF.fullmatch(value):
             raise ValueError("image must be a reference like registry:5000/name:tag")
         return value
 
     @field_validator("env")
     @classmethod
     def _env(cls, value: dict[str, str]) -> dict[str, str]:
-        bad = [k for k in value if not ENV_NAME.match(k)]
+        bad = [k for k in value if not ENV_NAME.fullmatch(k)]
         if bad:
             raise ValueError(f"env names must be identifiers: {', '.join(sorted(bad))}")
         return value
@@ -178,7 +179,7 @@ class DeployRequest(_Strict):
     @field_validator("health_path")
     @classmethod
     def _health(cls, value: str | None) -> str | None:
-        if value is not None and not HEALTH_PATH.match(value):
+        if value is not None and not HEALTH_PATH.fullmatch(value):
             raise ValueError("health_path must start with '/' and hold no spaces")
         return value
 

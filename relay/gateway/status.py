@@ -44,7 +44,7 @@ async def list_deployments(request: web.Request) -> web.Response:
     if status is not None and status not in STATUSES:
         return _json_error(400, "bad_query", f"status must be one of {', '.join(STATUSES)}")
     limit_raw, offset_raw = query.get("limit", "50"), query.get("offset", "0")
-    if not WHOLE_NUMBER.match(limit_raw) or not WHOLE_NUMBER.match(offset_raw):
+    if not WHOLE_NUMBER.fullmatch(limit_raw) or not WHOLE_NUMBER.fullmatch(offset_raw):
         return _json_error(400, "bad_query", "limit and offset must be whole numbers")
     limit = min(max(int(limit_raw), 1), 500)
     offset = max(int(offset_raw), 0)
