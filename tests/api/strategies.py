@@ -177,10 +177,12 @@ def hook_bodies(draw: st.DrawFn, receiver: str) -> tuple[bytes, str, str]:
     return body, content_type, event
 
 
+LABELS = st.from_regex(r"\A[a-z0-9](?:[-a-z0-9]{0,38}[a-z0-9])?\Z")  # APP_NAME, at most 40
 APP_NAMES = st.one_of(
     st.from_regex(APP_NAME, fullmatch=True).filter(lambda s: len(s) <= 45),
     st.text(max_size=50),
 )
+DELETE_NAMES = st.one_of(LABELS, LABELS, st.text(min_size=1, max_size=50))
 VERSIONS = st.from_regex(IMAGE_TAG, fullmatch=True) | st.text(max_size=10)
 IMAGES = st.from_regex(IMAGE_REF, fullmatch=True) | st.text(max_size=30) | SURROGATE
 FILE_NAMES = st.sampled_from(["app.py", "Dockerfile", "../x", "/etc/passwd", "a//b", "a/./b"])
@@ -202,7 +204,7 @@ ENV = st.dictionaries(
 
 VALID_DEPLOYS = st.fixed_dictionaries(
     {
-        "app": st.from_regex(APP_NAME, fullmatch=True).filter(lambda s: len(s) <= 40),
+        "app": LABELS,
         "version": st.from_regex(IMAGE_TAG, fullmatch=True),
         "image": st.from_regex(IMAGE_REF, fullmatch=True),
     },

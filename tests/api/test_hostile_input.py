@@ -284,3 +284,27 @@ def test_deployment_list_clamps_whole_numbers(live: LiveGateway) -> None:
     params = {"limit": "-3", "offset": "-1"}
     answer = requests.get(f"{live.url}/deployments", params=params, timeout=10)
     assert (answer.json()["limit"], answer.json()["offset"]) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    "field", ["app", "version", "image", "health_path", "env"], ids=lambda f: f"{f}-newline"
+)
+def test_deploy_fields_with_a_trailing_newline_are_422(live: LiveGateway, field: str) -> None:
+    """Python's "$" matches before a final newline: 'hello\\n' passed as an app name."""
+    payload: dict[str, object] = {**json.loads(DEPLOY), "health_path": "/healthz"}
+    payload[field] = {"A\n": "x"} if field == "env" else f"{payload[field]}\n"
+    body = json.dumps(payload).encode()
+    headers = [
+        JSON_TYPE,
+        *((k.encode(), v.encode()) for k, v in sign_headers(DEPLOY_SECRET, body).items()),
+    ]
+    status, answer, published = _check(live, "POST", "/deploy", "/deploy", headers, body)
+    assert (status, answer["field"], published) == (422, field, 0)
+
+
+def test_app_delete_with_a_trailing_newline_is_422(live: LiveGateway) -> None:
+    headers = [(k.encode(), v.encode()) for k, v in sign_headers(DEPLOY_SECRET, b"").items()]
+    status, answer, published = _check(
+        live, "DELETE", "/apps/{app}", "/apps/hello%0A", headers, b""
+    )
+    assert (status, published) == (422, 0), answer

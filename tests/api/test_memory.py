@@ -27,11 +27,10 @@ import pytest
 import structlog
 from aiohttp import web
 
-from relay.bus.memory import MemoryBus
 from relay.gateway.app import create_app
 from relay.gateway.state import STATE
 from relay.logging import configure
-from tests.api.live import fuzz_settings, record
+from tests.api.live import CountingBus, fuzz_settings, record
 from tests.gateway.conftest import FIXTURES, TYPES, signed
 
 REQUESTS = int(os.environ.get("RELAY_FUZZ_REQUESTS", "20000"))  # make fuzz: 100,000
@@ -127,7 +126,7 @@ def quiet_logs() -> Iterator[None]:
 @pytest.mark.slow
 async def test_rss_stays_flat_over_many_requests(tmp_path: Path, quiet_logs: None) -> None:
     settings = fuzz_settings(tmp_path, http={"dedupe_window": WINDOW})
-    bus = MemoryBus(settings.broker.retry, history=True, history_size=WINDOW)
+    bus = CountingBus(settings.broker.retry, history=True, history_size=WINDOW)
     await bus.start()
     app = create_app(settings=settings, bus=bus)
     runner = web.AppRunner(app, access_log=None)
@@ -141,7 +140,7 @@ async def test_rss_stays_flat_over_many_requests(tmp_path: Path, quiet_logs: Non
         await run(port, 2 * WINDOW, warming, mix=[("unique", b"")])  # fill the bounded stores
         await run(port, REQUESTS // 20, warming)  # the resent delivery is published once here
         gc.collect()
-        baseline, samples = rss_mib(), []
+        baseline, samples, published = rss_mib(), [], len(bus.published)
         started = time.perf_counter()
         for _ in range(10):
             await run(port, REQUESTS // 10, statuses)
@@ -159,6 +158,8 @@ async def test_rss_stays_flat_over_many_requests(tmp_path: Path, quiet_logs: Non
         record("memory", report)
         wrong = {k: n for k, n in statuses.items() if int(k.split()[1]) != EXPECTED[k.split()[0]]}
         assert wrong == {}, statuses
+        assert len(bus.published) - published == statuses["unique 202"]  # nothing else published
+        assert bus.invalid == []
         assert len(state.deliveries) <= WINDOW
         assert len(state.deploys) == 0 and len(state.signatures) == 0
         assert max(samples) < BUDGET_MIB, f"RSS grew by {max(samples)} MiB: {samples}"

@@ -28,6 +28,7 @@ from relay.signing import sign_headers, standard_headers
 from tests.api import oracle
 from tests.api.live import LiveGateway
 from tests.api.strategies import (
+    DELETE_NAMES,
     HEADER_TEXT,
     SIGNATURE_HEADERS,
     deploy_payloads,
@@ -206,9 +207,7 @@ def test_signed_deploy_answers_what_the_model_decides(
 
 
 @FUZZ
-@given(
-    name=st.text(min_size=1, max_size=50).filter(lambda n: n not in DOT_SEGMENTS), data=st.data()
-)
+@given(name=DELETE_NAMES.filter(lambda n: n not in DOT_SEGMENTS), data=st.data())
 def test_signed_app_delete_checks_the_name(
     name: str,
     data: st.DataObject,
