@@ -56,6 +56,7 @@ from relay.bus.base import (
     Incoming,
     Outcome,
     QueueSpec,
+    QueueStats,
     Retry,
 )
 from relay.errors import BrokerUnavailable, InvalidEvent, NotConfirmed, PublishError, Unroutable
@@ -272,6 +273,18 @@ class RabbitBus:
                 durable=True,
                 arguments=delay_arguments(queue.name, delay),
             )
+
+    async def queue_stats(self, name: str) -> QueueStats | None:
+        connection, _, _ = self._require()
+        channel = await connection.channel(publisher_confirms=False)
+        try:
+            queue = await channel.declare_queue(name, passive=True, robust=False)
+        except aio_pika.exceptions.ChannelClosed:
+            return None
+        finally:
+            await _bounded(channel.close())
+        result = queue.declaration_result
+        return QueueStats(messages=result.message_count or 0, consumers=result.consumer_count or 0)
 
     async def consume(self, queue: QueueSpec, handler: Handler) -> RabbitConsumer:
         await self.declare(queue)
