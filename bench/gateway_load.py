@@ -120,8 +120,11 @@ def rss_mib(pid: int) -> float:
 
 
 def to_ms(text: str) -> float:
-    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    found = re.match(r"([\d.]+)(us|ms|s|m)$", text)
+    if found is None:
+        raise RuntimeError(f"wrk printed a latency this bench cannot read: {text!r}")
+    value, unit = found.groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
 
 
 def run_wrk(
@@ -152,8 +155,8 @@ def run_wrk(
     cpu, broker = cpu_seconds(pid) - cpu0, cpu_seconds(broker_pid()) - broker0
     out = proc.stdout.read() if proc.stdout else ""
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = to_ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = to_ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p50 = to_ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = to_ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
@@ -211,6 +214,7 @@ web.run_app(app, host="127.0.0.1", port={port}, access_log=None, print=None)
 async def serve_gateway(url: str, port: int, secret_file: str) -> None:
     """The child process: the gateway over RabbitMQ, a bounded queue bound to git.#."""
     from relay.gateway.app import serve
+    from relay.gctune import tune_gc
     from relay.logging import configure
     from relay.settings import Settings
     from tests.support.gateway_amqp import rabbit_bus
@@ -227,6 +231,7 @@ async def serve_gateway(url: str, port: int, secret_file: str) -> None:
     )
     bus = rabbit_bus(url)  # the bench-sink queue (bound_queue) makes git.push routable
     await bus.start()
+    asyncio.get_running_loop().call_later(0.5, tune_gc)  # as `relay gateway` does once started
     await serve(settings, bus)
 
 

@@ -16,6 +16,7 @@ from aiohttp import web
 import workers
 from relay.bus import Bus, connect
 from relay.cli.commands import settings_for
+from relay.gctune import tune_gc
 from relay.settings import Settings
 from workers.runtime import WorkerHost, stop_signal
 
@@ -79,6 +80,7 @@ async def serve(settings: Settings, *, gateway: bool, names: list[str], grace: f
     host = WorkerHost(bus, settings, [workers.create(n, settings) for n in names])
     runner = await _start_gateway(settings, bus) if gateway else await _start_metrics(settings, bus)
     await host.start()
+    tune_gc()
     try:
         await stop_signal().wait()
         log.info("stopping", grace=grace)
