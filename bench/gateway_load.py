@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.summary import Goal, Metric, skipped
+
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-not-for-production"
 CONNECTIONS = 32
@@ -532,12 +534,78 @@ def report(results: list[Result], accepted: int, seconds: int) -> str:
     return "\n".join(lines)
 
 
+TOOLS = ("wrk", "webhook", "rabbitmqctl")
+
+
+def collect(quick: bool = True) -> list[Metric]:
+    """For ``make bench``: the gateway against bare aiohttp and webhook, its p99, the bus alone."""
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if missing:
+        return [skipped("gateway", f"{', '.join(missing)} not installed")]
+    results, _, _ = measure(6 if quick else 10)
+    bare, gateway, floor, hook = results
+    name, unit = f"hook req/s, wrk -c{CONNECTIONS}, 7 KB signed push, RabbitMQ confirms", "req/s"
+    return [
+        Metric(
+            bench="gateway",
+            name=name,
+            value=gateway.rps,
+            unit=unit,
+            baseline=bare.rps,
+            baseline_name="bare aiohttp",
+            goal=Goal(on="ratio", op=">=", target=0.3),
+        ),
+        Metric(
+            bench="gateway",
+            name=name,
+            value=gateway.rps,
+            unit=unit,
+            baseline=hook.rps,
+            baseline_name="adnanh/webhook",
+            goal=Goal(on="ratio", op=">=", target=3),
+        ),
+        Metric(
+            bench="gateway",
+            name=f"p99 latency at {CONNECTIONS} connections",
+            value=gateway.p99_ms,
+            unit="ms",
+            baseline=bare.p99_ms,
+            baseline_name="bare aiohttp",
+            goal=Goal(on="value", op="<=", target=25),
+        ),
+        Metric(
+            bench="gateway",
+            name=name,
+            value=gateway.rps,
+            unit=unit,
+            baseline=floor.rps,
+            baseline_name="the bus alone, 32 in flight",
+        ),
+        Metric(
+            bench="gateway",
+            name="CPU per request",
+            value=gateway.cpu_ms or 0.0,
+            unit="ms",
+            baseline=bare.cpu_ms,
+            baseline_name="bare aiohttp",
+        ),
+        Metric(
+            bench="gateway",
+            name="peak RSS under load",
+            value=gateway.rss_mib or 0.0,
+            unit="MiB",
+            baseline=bare.rss_mib,
+            baseline_name="bare aiohttp",
+        ),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--no-record", action="store_true", help="do not append BENCHMARKS.md")
     args = parser.parse_args()
-    for tool in ("wrk", "webhook", "rabbitmqctl"):
+    for tool in TOOLS:
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed (Debian packages wrk, webhook, rabbitmq-server)")
     results, accepted, _ = measure(args.seconds)
