@@ -448,6 +448,22 @@ class KubernetesSettings(_Model):
         default=500, description="Pushes to one target within this → one patch."
     )
     probe_urls: bool = Field(default=False, description="Also GET the app URL before ready.")
+    parent_kustomization: str | None = Field(
+        default="flux-system",
+        description="Flux Kustomization (in flux_namespace) that applies the apps directory and so "
+        "creates and prunes each app's Kustomization; reconciled for new and deleted apps. "
+        "None: wait for its own interval.",
+    )
+    kustomization_appear_timeout: float = Field(
+        default=120.0,
+        gt=0,
+        description="Seconds a new app's Kustomization may take to appear after the commit.",
+    )
+    concurrency: int = Field(
+        default=1000,
+        ge=1,
+        description="Deploys the reconcile and watch workers follow at once (they mostly wait).",
+    )
 
 
 class SinkSettings(_Model):
