@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -37,6 +38,7 @@ KNOWN: dict[str, int] = {
     "reconcile_latency": 300,
     "reconcile_waits": 300,
 }
+INTERRUPT_GRACE = 60  # seconds an interrupted benchmark gets to stop what it started
 NOT_BENCHMARKS = {"__init__", "all", "summary"}
 # benchmarks the issues ask for that arrive with another branch: reported as pending until then
 PENDING = {
@@ -71,6 +73,25 @@ def has_collect(name: str) -> bool:
     return "\ndef collect(" in source
 
 
+def bounded(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str] | None:
+    """Run ``argv``; past ``timeout``, interrupt it (SIGINT, so that its ``finally`` blocks stop
+    the services it started and delete its vhost), then kill it. None when it timed out."""
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=INTERRUPT_GRACE)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+        return None
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
 def child(name: str, *, quick: bool) -> list[Metric]:
     timeout = KNOWN.get(name, 300)
     load = load_average()
@@ -79,12 +100,9 @@ def child(name: str, *, quick: bool) -> list[Metric]:
     else:
         argv = [sys.executable, "-m", f"bench.{name}"]
     started = time.monotonic()
-    try:
-        done = subprocess.run(
-            argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except subprocess.TimeoutExpired:
-        return [skipped(name, f"did not finish within {timeout} s")]
+    done = bounded(argv, timeout)
+    if done is None:
+        return [skipped(name, f"did not finish within {timeout} s (interrupted)")]
     seconds = time.monotonic() - started
     sys.stderr.write(done.stderr[-3000:] if done.returncode else "")
     for line in reversed(done.stdout.splitlines()):

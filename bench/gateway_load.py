@@ -150,10 +150,15 @@ def run_wrk(
     peak = rss_mib(pid) if pid else None
     cpu0, broker0 = cpu_seconds(pid), cpu_seconds(broker_pid())
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    while proc.poll() is None:
-        if pid:
-            peak = max(peak or 0.0, rss_mib(pid))
-        time.sleep(0.2)
+    try:
+        while proc.poll() is None:
+            if pid:
+                peak = max(peak or 0.0, rss_mib(pid))
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:  # interrupted: leave no load generator behind
+            proc.kill()
+            proc.wait()
     cpu, broker = cpu_seconds(pid) - cpu0, cpu_seconds(broker_pid()) - broker0
     out = proc.stdout.read() if proc.stdout else ""
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
