@@ -17,6 +17,7 @@ import workers
 from relay import queuewatch
 from relay.bus import Bus, connect
 from relay.cli.commands import settings_for
+from relay.gctune import tune_gc
 from relay.settings import Settings
 from workers.runtime import WorkerHost, stop_signal
 
@@ -83,6 +84,7 @@ async def serve(settings: Settings, *, gateway: bool, names: list[str], grace: f
     prefix = settings.broker.queue_prefix
     queues = [f"{prefix}.{name}" for name in workers.WORKERS]
     sampler = asyncio.create_task(queuewatch.poll(bus, queues, prefix), name="queue-metrics")
+    tune_gc()
     try:
         await stop_signal().wait()
         log.info("stopping", grace=grace)
