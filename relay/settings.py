@@ -100,6 +100,13 @@ class BrokerSettings(_Model):
     confirm_timeout: float = Field(
         default=5.0, gt=0, description="Seconds a publish may wait for the broker's confirm."
     )
+    publisher_channels: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Confirm channels publishes take turns on (RabbitMQ): more lets the broker "
+        "route and confirm several publishes at once.",
+    )
     retry: RetrySettings = Field(
         default_factory=RetrySettings, description="Retry and dead-letter policy."
     )
@@ -441,6 +448,22 @@ class KubernetesSettings(_Model):
         default=500, description="Pushes to one target within this → one patch."
     )
     probe_urls: bool = Field(default=False, description="Also GET the app URL before ready.")
+    parent_kustomization: str | None = Field(
+        default="flux-system",
+        description="Flux Kustomization (in flux_namespace) that applies the apps directory and so "
+        "creates and prunes each app's Kustomization; reconciled for new and deleted apps. "
+        "None: wait for its own interval.",
+    )
+    kustomization_appear_timeout: float = Field(
+        default=120.0,
+        gt=0,
+        description="Seconds a new app's Kustomization may take to appear after the commit.",
+    )
+    concurrency: int = Field(
+        default=1000,
+        ge=1,
+        description="Deploys the reconcile and watch workers follow at once (they mostly wait).",
+    )
 
 
 class SinkSettings(_Model):

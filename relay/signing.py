@@ -51,12 +51,17 @@ class SignatureError(RelayError):
 
 
 def secret_key(secret: str) -> bytes:
-    """The HMAC key of a secret: a ``whsec_`` secret is base64, anything else is UTF-8."""
+    """The HMAC key of a Standard Webhooks secret: ``whsec_<base64>``, else the UTF-8 text.
+
+    Only Standard Webhooks decode the prefix; GitHub-style and relay signatures always use the
+    secret's text as it is (what providers and n8n's Crypto node do)."""
     if secret.startswith("whsec_"):
         try:
-            return base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+            key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
         except binascii.Error:
-            pass
+            key = b""
+        if key:  # an empty key would make every signature forgeable: use the text as it is
+            return key
     return secret.encode()
 
 
@@ -91,7 +96,7 @@ def verify_hex(
     digest = digest.strip().lower()
     if len(digest) != _DIGEST_HEX_LENGTH[algorithm] or not _HEX_DIGITS.issuperset(digest):
         raise SignatureError("bad_signature", f"the signature is not a {algorithm} hex digest")
-    expected = [hmac_hex(secret_key(s), body, algorithm).encode() for s in secrets]
+    expected = [hmac_hex(s.encode(), body, algorithm).encode() for s in secrets]
     if not any_equal(expected, digest.encode()):
         raise SignatureError("bad_signature", "the signature does not match the body")
 
@@ -131,7 +136,7 @@ def check_timestamp(raw: str, *, now: float | None = None, window: int = DEFAULT
 
 def relay_signature(secret: str, body: bytes, timestamp: int) -> str:
     """``sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>``."""
-    return "sha256=" + hmac_hex(secret_key(secret), f"{timestamp}.".encode() + body)
+    return "sha256=" + hmac_hex(secret.encode(), f"{timestamp}.".encode() + body)
 
 
 def sign_headers(secret: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:

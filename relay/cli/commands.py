@@ -6,6 +6,7 @@ import argparse
 from types import ModuleType
 
 from relay import logging as relay_logging
+from relay.bus import Bus, connect
 from relay.settings import Settings, load_settings
 
 # Command modules added by later features register here (each has ``register(subparsers)``).
@@ -19,3 +20,15 @@ def settings_for(args: argparse.Namespace) -> Settings:
         level=settings.log.level, fmt=settings.log.format, secrets=settings.secret_values()
     )
     return settings
+
+
+async def broker_bus(args: argparse.Namespace, command: str) -> Bus:
+    """A started bus for commands that talk to a broker from outside the relay's processes."""
+    settings = settings_for(args)
+    if settings.broker.url.startswith("memory://"):
+        raise SystemExit(
+            f"relay {command} needs a RabbitMQ broker: memory:// lives inside one process"
+        )
+    bus = connect(settings.broker)
+    await bus.start()
+    return bus

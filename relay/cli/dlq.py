@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from relay.bus import Bus, connect
-from relay.cli.commands import settings_for
+from relay.bus import Bus
+from relay.cli.commands import broker_bus
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,12 +25,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def _with_bus(args: argparse.Namespace) -> Bus:
-    settings = settings_for(args)
-    if settings.broker.url.startswith("memory://"):
-        raise SystemExit("relay dlq needs a RabbitMQ broker: memory:// lives inside one process")
-    bus = connect(settings.broker)
-    await bus.start()
-    return bus
+    return await broker_bus(args, "dlq")
 
 
 async def _list(args: argparse.Namespace) -> int:

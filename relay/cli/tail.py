@@ -8,8 +8,7 @@ import json
 import sys
 from datetime import UTC, datetime, timedelta
 
-from relay.bus import connect
-from relay.cli.commands import settings_for
+from relay.cli.commands import broker_bus
 from relay.events import CloudEvent
 
 _COLOURS = {"failed": "\x1b[31m", "ready": "\x1b[32m", "deleted": "\x1b[33m"}
@@ -35,11 +34,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def _tail(args: argparse.Namespace) -> int:
-    settings = settings_for(args)
-    if settings.broker.url.startswith("memory://"):
-        raise SystemExit("relay tail needs a RabbitMQ broker: memory:// lives inside one process")
-    bus = connect(settings.broker)
-    await bus.start()
+    bus = await broker_bus(args, "tail")
     colour = sys.stdout.isatty()
     try:
         since = datetime.now(UTC) - args.since if args.since else None
@@ -78,7 +73,7 @@ def line(event: CloudEvent, *, colour: bool = False) -> str:
         parts.append(f"app={event.app}")
     if event.deploymentid:
         parts.append(f"deployment={event.deploymentid}")
-    parts += [f"{k}={_short(event.data[k])}" for k in _INTERESTING if k in event.data]
+    parts += [_field(k, event.data[k]) for k in _INTERESTING if k in event.data]
     text = "  ".join(parts)
     tint = next((c for word, c in _COLOURS.items() if key.endswith(word)), None)
     return f"{tint}{text}{_RESET}" if colour and tint else text
@@ -97,6 +92,10 @@ _INTERESTING = (
     "detail",
     "skipped",
 )
+
+
+def _field(key: str, value: object) -> str:
+    return f"skipped: {value}" if key == "skipped" else f"{key}={_short(value)}"
 
 
 def _short(value: object) -> str:

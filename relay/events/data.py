@@ -114,6 +114,13 @@ class ReconcileRequested(DeployChain):
     trigger: str = "manifests.committed"
     skipped: str | None = None
     suspended: list[ObjectRef] = Field(default_factory=list)
+    requested_at_values: dict[str, str] = Field(
+        default_factory=dict,
+        description='The value set per target ("Kind/namespace/name"); coalesced targets differ.',
+    )
+    missing: list[ObjectRef] = Field(
+        default_factory=list, description="Named targets that do not exist (not patched)."
+    )
 
 
 class ReconcileCompleted(DeployChain):

@@ -22,6 +22,7 @@ from relay.gateway.body import read_body, require_media_type
 from relay.gateway.errors import BadRequest, NotFound, Unprocessable
 from relay.gateway.publish import event_for, publish_confirmed
 from relay.gateway.state import STATE, GatewayState
+from relay.gateway.status import TRACKER
 from relay.logging import bind_context
 from relay.receivers.base import load_json
 from relay.signing import verify_relay
@@ -85,6 +86,9 @@ async def _start(
         with bind_context(deployment_id=deployment_id, app=app, event_id=event.id):
             await publish_confirmed(state, event, essential=True)
             log.info("deployment requested", routing_key=event.routing_key)
+        # The links answered below work at once here; other replicas learn it from the history.
+        if TRACKER in request.app:
+            request.app[TRACKER].apply(event)
     except BaseException:
         if key is not None:
             state.deploys.abandon(f"{request.method} {key}")

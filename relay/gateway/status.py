@@ -34,6 +34,7 @@ STATUSES = (
     "deleted",
 )
 HEARTBEAT_SECONDS = 15.0
+UNKNOWN_GRACE_SECONDS = 2.0
 # ASCII digits only: int() also takes " 7", "1_0" and other scripts' digits
 WHOLE_NUMBER = re.compile(r"^-?[0-9]{1,4000}$")  # int() refuses over 4300 digits
 
@@ -56,8 +57,19 @@ async def list_deployments(request: web.Request) -> web.Response:
     )
 
 
+async def _known(tracker: Tracker, deployment_id: str) -> bool:
+    """Whether the deployment is known, waiting a moment for one another replica just accepted."""
+    for _ in range(int(UNKNOWN_GRACE_SECONDS / 0.05)):
+        if tracker.get(deployment_id) is not None:
+            return True
+        await asyncio.sleep(0.05)
+    return tracker.get(deployment_id) is not None
+
+
 async def get_deployment(request: web.Request) -> web.Response:
-    found = request.app[TRACKER].get(request.match_info["id"])
+    tracker = request.app[TRACKER]
+    await _known(tracker, request.match_info["id"])
+    found = tracker.get(request.match_info["id"])
     if found is None:
         return _json_error(404, "not_found", "no deployment with that id")
     return web.json_response(found.public())
@@ -66,7 +78,7 @@ async def get_deployment(request: web.Request) -> web.Response:
 async def deployment_events(request: web.Request) -> web.StreamResponse:
     tracker = request.app[TRACKER]
     deployment_id = request.match_info["id"]
-    if tracker.get(deployment_id) is None:
+    if not await _known(tracker, deployment_id):
         return _json_error(404, "not_found", "no deployment with that id")
     response = web.StreamResponse(
         headers={
@@ -77,9 +89,12 @@ async def deployment_events(request: web.Request) -> web.StreamResponse:
     )
     await response.prepare(request)
     after = request.headers.get("Last-Event-ID")
-    async for chunk in _sse(tracker, deployment_id, after):
-        await response.write(chunk)
-    await response.write_eof()
+    try:
+        async for chunk in _sse(tracker, deployment_id, after):
+            await response.write(chunk)
+        await response.write_eof()
+    except ConnectionResetError:
+        log.debug("event stream client went away", deployment_id=deployment_id)
     return response
 
 

@@ -194,7 +194,7 @@ def _finish(deployment: Deployment, name: str, when: datetime, note: Any) -> Non
     stage.finished = when
     stage.seconds = round((when - stage.started).total_seconds(), 3)
     if isinstance(note, str):
-        stage.note = note
+        stage.note = f"skipped: {note}"
 
 
 def _finish_open(deployment: Deployment, when: datetime) -> None:
