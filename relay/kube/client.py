@@ -167,6 +167,7 @@ class KubeCluster:
                     # No identity to speak with: as good as refused, and retrying will not help.
                     raise Forbidden(f"no usable Kubernetes credentials: {exc}") from exc
                 self._api = k8s.ApiClient(configuration=configuration)
+                _ignore_environment(self._api)
             return self._api
 
     async def _configuration(self) -> k8s.Configuration:
@@ -187,6 +188,16 @@ class KubeCluster:
         await loader.load_and_set(configuration)
         log.info("kubernetes: kubeconfig", path=str(path), server=configuration.host)
         return configuration
+
+
+def _ignore_environment(api: k8s.ApiClient) -> None:
+    """No ~/.netrc and no *_PROXY variables for API calls: kubernetes-asyncio's session trusts
+    the environment, which makes aiohttp hop to a thread twice per request (netrc, proxy
+    lookup) and could send in-cluster calls to an egress proxy. A kubeconfig ``proxy-url`` is
+    still honoured (it is passed per request)."""
+    session = getattr(api.rest_client, "pool_manager", None)
+    if session is not None and hasattr(session, "_trust_env"):
+        session._trust_env = False
 
 
 def _read_kubeconfig(path: Path) -> Any:

@@ -44,10 +44,6 @@ class Pipeline:
         await self.host.stop(grace=0)
         if self._collector is not None:
             await self._collector.stop()
-        for worker in self.workers:
-            close = getattr(worker, "close", None)
-            if close is not None:
-                await close()
         await self.bus.close()
 
     async def publish(self, data: EventData, **kw: Any) -> CloudEvent:

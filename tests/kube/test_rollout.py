@@ -13,14 +13,17 @@ from typing import Any
 
 import pytest
 
-from relay.events.data import ReconcileCompleted
-from relay.kube.base import DEPLOYMENTS
+from relay.events.data import ManifestsCommitted, ReconcileCompleted
+from relay.kube.base import DEPLOYMENTS, KUSTOMIZATIONS
 from relay.kube.client import KubeCluster
 from tests.kube.config import make_settings
 from tests.kube.objects import NAMESPACE, deployment
 from tests.kube.pipeline import Pipeline
+from tests.kube.realfixtures import real_settings
 from tests.kube.realkube import AdminApi, StandInKubelet
+from tests.kube.standins import StandInFlux, kustomization
 from tests.support.kubeapi import KubeAPIServer
+from workers.reconcile import create as create_reconcile
 from workers.watch import WatchWorker, create
 
 pytestmark = [pytest.mark.kube, pytest.mark.usefixtures("controller_manager")]
@@ -127,3 +130,36 @@ async def test_progress_deadline_exceeded_from_the_deployment_controller(
         failed = await pipeline.next("deploy.failed", app=app, timeout=80)
     assert failed.data["reason"] == "progress_deadline_exceeded"
     assert f'deployment "{app}" exceeded its progress deadline' in failed.data["detail"]
+
+
+async def test_reconcile_names_a_failing_rollout_while_flux_health_checks(
+    secret_file: Path,
+    relay_kubeconfig: Path,
+    admin: AdminApi,
+    kubelet: StandInKubelet,
+    flux_objects: dict[str, str],
+    standin_flux: StandInFlux,
+    tag: str,
+) -> None:
+    """Flux (wait: true) would call the Kustomization Ready only after a healthy rollout, and
+    fail only at its timeout: the reconcile worker names the pull failure at once."""
+    app = f"hc-{tag}"
+    image = "r/pull-fails:v9@sha256:" + "9" * 64
+    await admin.create(
+        KUSTOMIZATIONS,
+        kustomization(app, source=flux_objects["source"], labels={"relay-test": tag}),
+    )
+    standin_flux.ignore.add(app)  # health checks running: no Ready, no lastAppliedRevision
+    settings = real_settings(secret_file, relay_kubeconfig, tag, reconcile_timeout=120)
+    worker = create_reconcile(settings)
+    async with Pipeline(settings, [worker]) as pipeline:
+        await admin.create(DEPLOYMENTS, deployment(app, image=image, deployment_id=f"d-{tag}"))
+        started = time.monotonic()
+        await pipeline.publish(
+            ManifestsCommitted(commit="d" * 40, paths=[f"apps/{app}"], image=image),
+            app=app,
+            deploymentid=f"d-{tag}",
+        )
+        failed = await pipeline.next("deploy.failed", app=app, timeout=60)
+    assert failed.data["stage"] == "rollout" and failed.data["reason"] == "image_pull_backoff"
+    assert time.monotonic() - started < 30

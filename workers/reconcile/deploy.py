@@ -32,6 +32,7 @@ from workers.reconcile.flux import (
 from workers.reconcile.follow import Judge, wait_for
 from workers.reconcile.patcher import Target
 from workers.runtime import Context
+from workers.watch import rollout
 
 if TYPE_CHECKING:
     from workers.reconcile.worker import ReconcileWorker
@@ -48,6 +49,7 @@ class _Deploy:
         if not event.app:
             raise Permanent("invalid_event", "manifests.committed without an app")
         self.app = event.app
+        self.deployment_id = event.deploymentid
         self.started = time.monotonic()
         self.deadline = self.started + worker.kube.reconcile_timeout
         gitops, flux_ns = worker.settings.deploy.gitops, worker.kube.flux_namespace
@@ -84,10 +86,30 @@ class _Deploy:
             await self._follow(self.kustomization, _exists, what="appearing", deadline=appear)
         await self._refuse_suspended()
         patched = await self.worker.patch(self.kustomization)
-        done = await self._follow(
-            self.kustomization, lambda o: kustomization_verdict(o, patched.value, self.commit)
+        apps = self.worker.apps
+        done = await wait_for(
+            self.worker.informer(KUSTOMIZATIONS, self.kustomization.namespace),
+            self.app,
+            lambda o: kustomization_verdict(o, patched.value, self.commit),
+            deadline=self.deadline,
+            what=f"{self.kustomization} reaching commit {self.commit[:12]}",
+            also=(apps.deployments(), apps.pods()),
+            check=self._rollout_failing,
         )
         self.revision = done.revision
+
+    async def _rollout_failing(self) -> None:
+        """Flux health-checks the rollout before it calls the Kustomization Ready: name a
+        failure of this deploy's pods now rather than at Flux's timeout."""
+        apps = self.worker.apps
+        deployment = apps.deployments().get(self.app)
+        if deployment is None or not apps.pods().synced.is_set():
+            return
+        if rollout.carries(deployment, deployment_id=self.deployment_id, image=self.data.image):
+            return  # Flux has not applied this deploy's Deployment yet
+        failure = await apps.failure(self.app)
+        if failure is not None:
+            raise failure
 
     async def _refuse_suspended(self) -> None:
         for target in (self.source, self.kustomization):

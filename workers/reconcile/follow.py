@@ -1,4 +1,4 @@
-"""Wait, on a shared informer, until a Flux object reaches a verdict or the deadline passes.
+"""Wait, on shared informers, until a Flux object reaches a verdict or the deadline passes.
 
 Every waiting deploy registers a signal under the object's name; the informer sets it on each
 change of that object, and the waiter judges the cached object again. No request per waiter.
@@ -7,8 +7,9 @@ change of that object, and the waiter judges the cached object again. No request
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from relay.errors import Permanent
 from relay.kube.base import Obj
@@ -17,15 +18,29 @@ from workers.reconcile.flux import Done, Failed, Verdict
 from workers.waiting import check_access, late, until_synced, wait_signal
 
 Judge = Callable[[Obj | None], Verdict]
+Check = Callable[[], Awaitable[None]]
 
 
 async def wait_for(
-    informer: Informer, name: str, judge: Judge, *, deadline: float, what: str
+    informer: Informer,
+    name: str,
+    judge: Judge,
+    *,
+    deadline: float,
+    what: str,
+    also: Sequence[Informer] = (),
+    check: Check | None = None,
 ) -> Done:
-    """Judge the cached object on every change until Done (returned) or Failed (raised)."""
+    """Judge the cached object on every change until Done (returned) or Failed (raised).
+
+    ``check`` runs while the verdict is still Waiting, and on changes seen by the ``also``
+    informers (under the same name) too; it raises to end the wait early.
+    """
     await until_synced(informer, deadline=deadline, what=what)
     signal = asyncio.Event()
-    with informer.subscribe(name, signal):
+    with contextlib.ExitStack() as subscriptions:
+        for source in (informer, *also):
+            subscriptions.enter_context(source.subscribe(name, signal))
         while True:
             signal.clear()
             recheck = check_access(informer)
@@ -34,6 +49,8 @@ async def wait_for(
                 return verdict
             if isinstance(verdict, Failed):
                 raise Permanent("flux_failed", verdict.message)
+            if check is not None:
+                await check()
             if time.monotonic() >= deadline:
                 raise Permanent("timeout", late(f"{what}: {verdict.why}", informer))
             await wait_signal(signal, deadline, at_most=recheck)

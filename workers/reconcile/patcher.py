@@ -75,7 +75,7 @@ class Patcher:
         try:
             if state.trailing is not None:
                 return _shared(await asyncio.shield(state.trailing))
-            busy = state.inflight is not None
+            busy = _pending(state) is not None
             if busy or time.monotonic() - state.last_sent < self.window:
                 return _shared(await asyncio.shield(self._trail(target, state)))
             return await asyncio.shield(self._send(target, state))
@@ -103,9 +103,8 @@ class Patcher:
     ) -> None:
         try:
             await asyncio.sleep(max(0.0, state.last_sent + self.window - time.monotonic()))
-            while state.inflight is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(state.inflight)
+            while (inflight := _pending(state)) is not None:
+                await asyncio.wait({inflight})  # its outcome is its own waiters' business
             state.trailing = None
             future.set_result(await self._send(target, state))
         except Exception as exc:
@@ -117,15 +116,8 @@ class Patcher:
 
     def _send(self, target: Target, state: _State) -> asyncio.Future[Patched]:
         state.last_sent = time.monotonic()
-        future = asyncio.ensure_future(self._patch(target))
-        state.inflight = future
-
-        def finished(_: asyncio.Future[Patched]) -> None:
-            if state.inflight is future:
-                state.inflight = None
-
-        future.add_done_callback(finished)
-        return future
+        state.inflight = asyncio.ensure_future(self._patch(target))
+        return state.inflight
 
     async def _patch(self, target: Target) -> Patched:
         value = requested_at_now()
@@ -145,12 +137,19 @@ class Patcher:
 
     def _forget_later(self, target: Target, state: _State) -> None:
         def forget() -> None:
-            idle = state.waiters == 0 and state.inflight is None and state.trailing is None
+            idle = state.waiters == 0 and _pending(state) is None and state.trailing is None
             quiet = time.monotonic() - state.last_sent >= self.window
             if idle and quiet and self._states.get(target) is state:
                 del self._states[target]
 
         asyncio.get_running_loop().call_later(self.window + 0.01, forget)
+
+
+def _pending(state: _State) -> asyncio.Future[Patched] | None:
+    """The patch in flight, if one is. Read ``done()``, never a done-callback: a coroutine
+    looping on a flag that only a callback clears would spin without ever letting it run."""
+    inflight = state.inflight
+    return inflight if inflight is not None and not inflight.done() else None
 
 
 def _shared(result: Patched) -> Patched:

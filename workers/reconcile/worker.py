@@ -20,6 +20,7 @@ from workers.reconcile import deploy, push
 from workers.reconcile.patcher import Patched, Patcher, Target
 from workers.runtime import Context
 from workers.waiting import until_synced
+from workers.watch.early import AppsWatch
 
 SYNC_TIMEOUT = 10.0  # seconds to wait for an informer's first list before reading directly
 
@@ -35,6 +36,8 @@ class ReconcileWorker:
         self.keys: tuple[str, ...] = ("git.push", "git.tag", "manifests.committed")
         self.concurrency = kube.concurrency
         self.informers = Informers(cluster)
+        # The apps namespace, to name a failing rollout while Flux health-checks it.
+        self.apps = AppsWatch(cluster, self.informers, settings.deploy.namespace)
         self.patcher = Patcher(cluster, window=kube.coalesce_ms / 1000)
 
     async def handle(self, event: CloudEvent, ctx: Context) -> None:

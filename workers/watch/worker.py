@@ -17,20 +17,18 @@ import structlog
 from relay.errors import Permanent
 from relay.events import CloudEvent
 from relay.events.data import AppDeleted, DeployReady, ReconcileCompleted
-from relay.kube.base import DEPLOYMENTS, EVENTS, PODS, REPLICASETS, Cluster, Obj, events_selector
-from relay.kube.base import label_selector as selector_of
-from relay.kube.errors import KubeError
+from relay.kube.base import Cluster, Obj
 from relay.kube.informer import Informer, Informers
 from relay.settings import KubernetesSettings, Settings
 from workers.chain import carried, seconds_since
 from workers.runtime import Context
 from workers.waiting import check_access, late, until_synced, wait_signal
 from workers.watch import rollout
+from workers.watch.early import AppsWatch
 from workers.watch.probe import probe
 
 log = structlog.get_logger(__name__)
 
-MANAGED = "app.kubernetes.io/managed-by=relay"
 SUPERSEDED_GRACE = 15.0  # seconds a Deployment may show another deploy before we believe it
 
 
@@ -46,15 +44,13 @@ class WatchWorker:
         self.keys: tuple[str, ...] = ("reconcile.completed",)
         self.concurrency = kube.concurrency
         self.informers = Informers(cluster)
-        self._replicasets: dict[tuple[str, str], str] = {}
+        self.apps = AppsWatch(cluster, self.informers, self.namespace)
 
     def deployments(self) -> Informer:
-        return self.informers.get(DEPLOYMENTS, self.namespace, label_selector=MANAGED)
+        return self.apps.deployments()
 
     def pods(self) -> Informer:
-        return self.informers.get(
-            PODS, self.namespace, label_selector=MANAGED, key=rollout.deployment_of
-        )
+        return self.apps.pods()
 
     async def handle(self, event: CloudEvent, ctx: Context) -> None:
         data = event.payload(ReconcileCompleted)
@@ -116,7 +112,7 @@ class WatchWorker:
             while True:
                 signal.clear()
                 recheck = _soonest(check_access(deployments), check_access(pods), wait.recheck)
-                why = await self._judge(wait, deployments.get(app), pods.objects_for(app))
+                why = await self._judge(wait, deployments.get(app))
                 if why is None:
                     return
                 woken = await wait_signal(signal, deadline, at_most=recheck)
@@ -126,7 +122,7 @@ class WatchWorker:
                         late(f"rollout of {app} not done within {self._limit}: {why}", deployments),
                     )
 
-    async def _judge(self, wait: _Wait, deployment: Obj | None, pods: list[Obj]) -> str | None:
+    async def _judge(self, wait: _Wait, deployment: Obj | None) -> str | None:
         """None when rolled out; why not yet otherwise; raises ``Permanent`` when it never will."""
         other = deployment and rollout.carries(
             deployment, deployment_id=wait.deployment_id, image=wait.image
@@ -139,48 +135,10 @@ class WatchWorker:
             return None
         if isinstance(verdict, rollout.Stuck):
             raise Permanent(verdict.reason, verdict.detail)
-        if deployment is not None:
-            await self._fail_fast(deployment, pods)
+        failure = await self.apps.failure(wait.app)
+        if failure is not None:
+            raise failure
         return verdict.why
-
-    async def _fail_fast(self, deployment: Obj, pods: list[Obj]) -> None:
-        """Raise when a pod of the Deployment's current ReplicaSet is failing for good."""
-        failing = [(pod, f) for pod in pods if (f := rollout.pod_failure(pod)) is not None]
-        if not failing:
-            return
-        current = await self._current_replicaset(deployment)
-        for pod, failure in failing:
-            if current is not None and rollout.owner_replicaset(pod) == current:
-                raise Permanent(failure.reason, await self._explain(failure))
-
-    async def _current_replicaset(self, deployment: Obj) -> str | None:
-        md = deployment.get("metadata") or {}
-        revision = (md.get("annotations") or {}).get(rollout.REVISION)
-        key = (str(md.get("uid")), str(revision))
-        if key not in self._replicasets and revision:
-            match = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-            try:
-                listed = await self.cluster.list(
-                    REPLICASETS, self.namespace, label_selector=selector_of(match)
-                )
-            except KubeError as exc:
-                log.info("cannot list ReplicaSets to name a failure", error=exc.message)
-                return None
-            found = rollout.new_replicaset(deployment, listed.items)
-            if found is None:
-                return None
-            self._replicasets[key] = found
-        return self._replicasets.get(key)
-
-    async def _explain(self, failure: rollout.PodFailure) -> str:
-        try:
-            listed = await self.cluster.list(
-                EVENTS, self.namespace, field_selector=events_selector("Pod", failure.pod)
-            )
-        except KubeError:
-            return failure.describe()
-        warning = rollout.latest_warning(listed.items)
-        return failure.describe() + (f" (event {warning})" if warning else "")
 
 
 def _soonest(*delays: float | None) -> float | None:

@@ -94,3 +94,20 @@ async def test_not_found_is_not_retried_and_reaches_every_waiter(fake: FakeClust
     )
     assert all(isinstance(r, NotFound) for r in results)
     await patcher.close()
+
+
+async def test_a_finished_patch_whose_callbacks_have_not_run_is_not_in_flight(
+    fake: FakeCluster,
+) -> None:
+    """The trailing patch must not wait on a flag only a done-callback clears: it would spin
+    without yielding (seen in the bench: a patch finishing as the window closed)."""
+    from workers.reconcile.patcher import _State
+
+    patcher = quick(fake, window=0.05)
+    done: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    state = _State(last_sent=0.0, inflight=done)  # type: ignore[arg-type]
+    patcher._states[SOURCE] = state
+    result = await asyncio.wait_for(patcher.request(SOURCE), 2)
+    assert not result.coalesced and len(fake.patches) == 1
+    await patcher.close()

@@ -11,15 +11,17 @@ from typing import Any
 import pytest
 
 from relay.events.data import GitPush, GitTag, ManifestsCommitted, Repository
-from relay.kube.base import GITREPOSITORIES, KUSTOMIZATIONS
+from relay.kube.base import DEPLOYMENTS, GITREPOSITORIES, KUSTOMIZATIONS, PODS, REPLICASETS
 from relay.kube.fake import FakeCluster
 from relay.settings import Settings
 from tests.kube.config import make_settings
+from tests.kube.objects import NAMESPACE, deployment, pod, replicaset, waiting
 from tests.kube.pipeline import Pipeline
 from tests.kube.standins import StandInFlux, fake_writer, git_repository, kustomization
 from workers.reconcile import Skipping, create
 from workers.reconcile.flux import REQUESTED_AT
 from workers.reconcile.worker import ReconcileWorker
+from workers.watch.rollout import REVISION
 
 SHA = "c0ffee" + "0" * 34
 
@@ -269,3 +271,33 @@ async def test_without_kubernetes_the_stage_is_skipped(secret_file: Path) -> Non
         completed = await pipeline.next("reconcile.completed")
     assert requested.data["skipped"] == completed.data["skipped"] == "no Kubernetes configured"
     assert completed.deploymentid == "dep-9" and completed.data["image"].endswith("a" * 64)
+
+
+def failing_rollout(fake: FakeCluster, app: str, deployment_id: str) -> None:
+    """What Flux applying the commit started: a Deployment whose new pods cannot pull."""
+    dep = fake.create(DEPLOYMENTS, deployment(app, deployment_id=deployment_id))
+    fake.update(DEPLOYMENTS, NAMESPACE, app, {"metadata": {"annotations": {REVISION: "1"}}})
+    rs = fake.create(REPLICASETS, replicaset(dep, revision="1"))
+    created = fake.create(PODS, pod(rs))
+    fake.update_status(
+        PODS, NAMESPACE, created["metadata"]["name"], waiting("ErrImagePull", "not found")
+    )
+
+
+async def test_a_failing_rollout_is_named_while_flux_health_checks(env: Env) -> None:
+    """With wait: true Flux is Ready only after the rollout: do not wait for its timeout."""
+    env.fake.create(KUSTOMIZATIONS, kustomization("pull"))
+    env.flux.ignore.add("pull")  # Flux is health-checking: no Ready, no lastAppliedRevision
+    failing_rollout(env.fake, "pull", "dep-10")
+    await env.pipeline.publish(committed(), app="pull", deploymentid="dep-10")
+    failed = await env.pipeline.next("deploy.failed", app="pull")
+    assert failed.data["stage"] == "rollout" and failed.data["reason"] == "image_pull_backoff"
+
+
+async def test_an_earlier_deploys_failing_pods_do_not_fail_this_one(env: Env) -> None:
+    env.fake.create(KUSTOMIZATIONS, kustomization("fixed"))
+    failing_rollout(env.fake, "fixed", "dep-old")  # Flux has not applied dep-11 yet
+    env.flux.delay = 0.5  # long enough for the pods to be looked at while Flux works
+    await env.pipeline.publish(committed(), app="fixed", deploymentid="dep-11")
+    completed = await env.pipeline.next("reconcile.completed", app="fixed")
+    assert env.pipeline.of("deploy.failed") == [] and completed.deploymentid == "dep-11"
