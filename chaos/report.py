@@ -1,0 +1,148 @@
+"""Results of the fault runs: printed for a person and written to RELIABILITY.md ("Chaos").
+
+The section runs from its ``## Chaos`` heading to the next level-two heading, so another
+section of the same file (the fuzzing one) is never touched: it is replaced when present and
+appended otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from chaos.checks import Check
+
+HEADING = "## Chaos"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Result:
+    scenario: str
+    title: str
+    checks: list[Check] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    log_files: list[Path] = field(default_factory=list)
+    secrets: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    def check(self, name: str, ok: bool, detail: str) -> None:
+        self.checks.append(Check(name, ok, detail))
+
+
+_T0 = time.monotonic()
+
+
+def say(text: str) -> None:
+    """A progress line for whoever watches the run."""
+    print(f"[chaos +{time.monotonic() - _T0:6.1f}s] {text}", flush=True)
+
+
+def print_result(result: Result) -> None:
+    verdict = "PASS" if result.ok else "FAIL"
+    print(
+        f"\n=== {result.scenario}: {result.title}: {verdict} ({result.seconds:.1f} s)", flush=True
+    )
+    for name, value in result.facts.items():
+        print(f"  {name}: {value}")
+    for check in result.checks:
+        print(f"  [{'ok' if check.ok else 'FAILED'}] {check.name}: {check.detail}")
+    for note in result.notes:
+        print(f"  note: {note}")
+
+
+def machine() -> dict[str, str]:
+    rabbit = _command(["rabbitmqctl", "-q", "version"]) or "?"
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "uname": " ".join(platform.uname()),
+        "nproc": str(os.cpu_count()),
+        "memory": _memory(),
+        "python": platform.python_version(),
+        "rabbitmq": rabbit.strip(),
+        "commit": (
+            _command(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]) or "?"
+        ).strip(),
+    }
+
+
+def _command(argv: list[str]) -> str | None:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _memory() -> str:
+    try:
+        first = Path("/proc/meminfo").read_text().splitlines()[0]
+    except OSError:
+        return "?"
+    kib = int(first.split()[1])
+    return f"{kib / 1024 / 1024:.1f} GiB"
+
+
+def render(results: list[Result], facts: dict[str, str]) -> str:
+    passed = sum(r.ok for r in results)
+    lines = [
+        HEADING,
+        "",
+        "Written by `make chaos` (`python -m chaos`); each scenario also runs alone as "
+        "`python -m chaos.<name>`. Loopback only, bounded, everything it started is stopped.",
+        "",
+        f"Last run: {facts['date']}, commit {facts['commit']}: **{passed} of {len(results)} "
+        "scenarios held every invariant.**",
+        "",
+        f"Machine: `{facts['uname']}`; {facts['nproc']} CPUs (`nproc`), {facts['memory']} memory; "
+        f"Python {facts['python']}; RabbitMQ {facts['rabbitmq']}. The CPUs are shared with "
+        "other work, so timings are indicative.",
+        "",
+    ]
+    for result in results:
+        lines += _render_one(result)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _render_one(result: Result) -> list[str]:
+    verdict = "held" if result.ok else "**FAILED**"
+    lines = [
+        f"### {result.title} (`python -m chaos.{result.scenario}`): {verdict}",
+        "",
+        f"Took {result.seconds:.1f} s.",
+        "",
+        "| fact | value |",
+        "|---|---|",
+    ]
+    lines += [f"| {name} | {_cell(value)} |" for name, value in result.facts.items()]
+    lines += ["", "Invariants:", ""]
+    lines += [f"- {'✅' if c.ok else '❌'} {c.name}: {c.detail}" for c in result.checks]
+    if result.notes:
+        lines += ["", *[f"- {note}" for note in result.notes]]
+    return [*lines, ""]
+
+
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace the ``## Chaos`` section of ``path`` (or append it), leaving the rest alone."""
+    text = path.read_text() if path.exists() else "# Reliability\n\n"
+    pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## (?!#)|\Z)", re.M | re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text, count=1)
+    else:
+        text = text.rstrip() + "\n\n" + section
+    path.write_text(text.rstrip() + "\n")
