@@ -58,6 +58,7 @@ from relay.bus.base import (
     QueueSpec,
     Retry,
 )
+from relay.bus.readers import until_lost
 from relay.errors import BrokerUnavailable, InvalidEvent, NotConfirmed, PublishError, Unroutable
 from relay.events import CONTENT_TYPE, CloudEvent, decode, encode
 from relay.settings import BrokerSettings
@@ -316,7 +317,7 @@ class RabbitBus:
             for key in keys:
                 await queue.bind(self._settings.exchange, routing_key=key)
             async with queue.iterator(no_ack=True) as messages:
-                async for message in messages:
+                async for message in until_lost(messages, connection):
                     event = _tapped(message)
                     if event is not None:
                         yield event
@@ -335,7 +336,7 @@ class RabbitBus:
             )
             offset: datetime | str = since if since is not None else "first"
             async with queue.iterator(arguments={"x-stream-offset": offset}) as messages:
-                async for message in messages:
+                async for message in until_lost(messages, connection):
                     await message.ack()
                     event = _tapped(message)
                     if event is not None and (since is None or event.time >= since):
