@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
+
 from chaos.broker import PrivateNode, epmd_names, stop_epmd_if_idle
 from chaos.load import Sender
 from chaos.procs import adopting_orphans
@@ -147,6 +149,24 @@ class Drain:
             self.history.add(event.id)
 
 
+async def unknown_to_status_api(base_url: str, deployments: list[str]) -> list[str]:
+    """Deployments GET /deployments/{id} does not know (waiting up to 30 s for the gateway's
+    tracker to read the history stream again after the restart)."""
+    unknown = list(deployments)
+    deadline = time.monotonic() + 30.0
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        while unknown and time.monotonic() < deadline:
+            still = []
+            for deployment in unknown:
+                async with http.get(f"{base_url}/deployments/{deployment}") as r:
+                    if r.status != 200:
+                        still.append(deployment)
+            unknown = still
+            if unknown:
+                await asyncio.sleep(1.0)
+    return unknown
+
+
 async def declare_tap(url: str) -> None:
     bus = RabbitBus(BrokerSettings(url=url, history=True))
     await bus.start()
@@ -190,6 +210,13 @@ async def _run(result: Result, opts: Options, node: PrivateNode, stack: Stack) -
     drain_started = time.monotonic()
     await drain.read(accepted, opts.drain_timeout)
     judge(result, sender, phases, accepted, drain)
+    deployments = [a.deployment_id for a in sender.tally.accepted if a.deployment_id]
+    unknown = await unknown_to_status_api(stack.base_url, deployments)
+    result.check(
+        "the status API knows every accepted deployment after the restart",
+        not unknown,
+        f"GET /deployments/{{id}} for {len(deployments)} deployments: {len(unknown)} not found",
+    )
     result.facts["private node"] = (
         f"{node.node} on 127.0.0.1:{node.port}; first start {first_start:.1f} s, "
         f"shutdown {phases.shutdown_seconds:.1f} s, start again {phases.start_seconds:.1f} s"

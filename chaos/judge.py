@@ -28,7 +28,12 @@ def judge_kills(result: Result, records: list[KillRecord], stack: Stack) -> None
                 else " (the moment never came: killed anyway)"
             )
         )
-        flight = "" if r.in_flight is None else f"; {r.in_flight} deployments in its hands or queue"
+        caught = (
+            "requests went unanswered"
+            if r.kill.target == "gateway"
+            else ("deployments were in its hands or queue")
+        )
+        flight = "" if r.in_flight is None else f"; {r.in_flight} {caught}"
         result.facts[f"kill {i}: {r.kill.target}"] = (
             f"{r.kill.why}{trigger}{flight}; consuming again {r.back_after:.1f} s after the kill"
         )

@@ -31,7 +31,7 @@ from chaos.judge import (
     run_facts,
 )
 from chaos.load import Sender
-from chaos.observe import FAILED, Observer
+from chaos.observe import FAILED
 from chaos.pipeline import Run, image_request, open_run, source_request
 from chaos.report import Result, print_result
 from chaos.stack import Stack
@@ -47,13 +47,13 @@ class Kill:
     why: str
 
 
-PLAN = (
+PLAN = (  # restarts take 3-6 s on two shared cores: the kills are spaced to fit the load
     Kill("build", 2.0, "build started", "mid-build, buildah running"),
-    Kill("commit", 6.0, '"pushed"', "right after a push, before its ack"),
-    Kill("notify", 10.0, "callback delivered", "right after a callback"),
-    Kill("gateway", 13.0, None, "under load"),
-    Kill("build", 16.0, "image pushed", "right after an image push, before its ack"),
-    Kill("commit", 20.0, None, "anywhere in a batch"),
+    Kill("commit", 8.0, '"pushed"', "right after a push, before its ack"),
+    Kill("notify", 14.0, "callback delivered", "right after a callback"),
+    Kill("gateway", 20.0, None, "under load"),
+    Kill("build", 26.0, "image pushed", "right after an image push, before its ack"),
+    Kill("commit", 32.0, None, "anywhere in a batch"),
 )
 IN_OUT = {
     "build": ("deploy.requested", "image.pushed"),
@@ -67,7 +67,7 @@ class Options:
     apps: int = 50
     source_deploys: int = 8
     missing_images: int = 4
-    rate: float = 8.0  # deploys per second
+    rate: float = 5.0  # deploys per second: 200 take 40 s, the length of the kill plan
     hooks: int = 20
     kills: tuple[Kill, ...] = PLAN
     restart_after: float = 1.0
@@ -92,22 +92,27 @@ class Spec:
 
 def plan(opts: Options) -> list[Spec]:
     """Waves of versions over the apps (v1 of every app, then v2…), with the source builds and
-    the missing images spread evenly through the run."""
+    the missing images spread evenly over the whole run."""
     src_apps = (opts.source_deploys + 1) // 2
     n_prebuilt = opts.deploys - opts.source_deploys - opts.missing_images
     apps = [f"app-{i:02d}" for i in range(max(1, opts.apps - src_apps - opts.missing_images))]
     specs = [
         Spec(apps[i % len(apps)], f"v{i // len(apps) + 1}", "prebuilt") for i in range(n_prebuilt)
     ]
-    specials = [
+    sources = [
         Spec(f"src-{i % src_apps}", f"v{i // src_apps + 1}", "source")
         for i in range(opts.source_deploys)
     ]
-    specials += [Spec(f"ghost-{i}", "v1", "missing") for i in range(opts.missing_images)]
-    step = max(1, opts.deploys // max(1, len(specials)))
-    for i, special in enumerate(specials):
-        specs.insert(min(len(specs), i * step + step // 2), special)
+    missing = [Spec(f"ghost-{i}", "v1", "missing") for i in range(opts.missing_images)]
+    placed = [(_spread(i, len(sources), opts.deploys, 0.5), s) for i, s in enumerate(sources)]
+    placed += [(_spread(i, len(missing), opts.deploys, 0.25), s) for i, s in enumerate(missing)]
+    for position, spec in sorted(placed, key=lambda p: p[0]):
+        specs.insert(min(position, len(specs)), spec)
     return specs
+
+
+def _spread(i: int, count: int, total: int, offset: float) -> int:
+    return int((i + offset) * total / count)
 
 
 def request_for(spec: Spec, refs: dict[tuple[str, str], str], stack: Stack) -> dict[str, Any]:
@@ -161,13 +166,18 @@ async def run_kills(
     return records
 
 
-def in_flight(observer: Observer, target: str, at: float) -> int | None:
-    """Deployments the killed worker had taken or queued (its input seen, its output not yet)."""
+def in_flight(run: Run, record: KillRecord) -> int | None:
+    """What the kill caught: deployments the worker had taken or had queued (its input seen, its
+    output not yet), or requests the gateway could not answer while it was down."""
+    at, target = record.at, record.kill.target
+    if target == "gateway":
+        until = at + record.back_after
+        return sum(1 for t, status in run.sender.tally.answers if status == 0 and at <= t <= until)
     if target not in IN_OUT:
         return None
     key_in, key_out = IN_OUT[target]
     count = 0
-    for line in observer.timelines.values():
+    for line in run.observer.timelines.values():
         start, end = line.first(key_in), line.first(key_out) or line.first(FAILED)
         if start and start.time.timestamp() < at and (end is None or end.time.timestamp() > at):
             count += 1
@@ -192,7 +202,7 @@ async def run(root: Path, opts: Options | None = None) -> Result:
         records, _ = await asyncio.gather(kills, hooks)
         settle = await run.settle(opts.settle_timeout)
         for record in records:
-            record.in_flight = in_flight(run.observer, record.kill.target, record.at)
+            record.in_flight = in_flight(run, record)
         found = await run.judge(result)
         judge_kills(result, records, stack)
         judge_builds(result, specs, stack, registry_mark)

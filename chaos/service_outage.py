@@ -107,15 +107,10 @@ async def replay_all(run: Run) -> tuple[list[str], dict[str, str]]:
     letters = {x.id: x for x in await run.observer.bus.dead_letters()}
     owner = {e.id: e.deploymentid or "" for e in run.observer.events}
     deployments = {i: owner.get(letters[i].event_id or "", "") for i in ids if i in letters}
-    slots = asyncio.Semaphore(4)
-
-    async def replay(letter: str) -> None:
-        async with slots:
-            out = await dlq(run, "replay", letter)
+    for letter in ids:  # one at a time, as a person would: each run reads the whole queue
+        out = await dlq(run, "replay", letter)
         if f"replayed {letter}" not in out:
             raise RuntimeError(f"relay dlq replay {letter} did not replay it: {out.strip()}")
-
-    await asyncio.gather(*(replay(letter) for letter in ids))
     return ids, deployments
 
 
