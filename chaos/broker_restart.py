@@ -30,6 +30,7 @@ from chaos.report import Result, print_result, say
 from chaos.stack import Stack, StackConfig
 from relay.bus import Ack, Incoming, Outcome, QueueSpec
 from relay.bus.rabbitmq import RabbitBus
+from relay.errors import BrokerUnavailable
 from relay.settings import BrokerSettings
 
 TAP = QueueSpec(name="chaos.tap", keys=("#",), prefetch=500)
@@ -121,6 +122,7 @@ class Drain:
         self.bus = RabbitBus(BrokerSettings(url=url, history=True))
         self.tapped: list[str] = []
         self.history: set[str] = set()
+        self.interruptions = 0
 
     async def _tap(self, message: Incoming) -> Outcome:
         self.tapped.append(message.message_id or "")
@@ -145,8 +147,13 @@ class Drain:
             await self.bus.close()
 
     async def _history(self) -> None:
-        async for event in self.bus.history():
-            self.history.add(event.id)
+        while True:  # a dropped connection ends a reader: read again (ids are a set)
+            try:
+                async for event in self.bus.history():
+                    self.history.add(event.id)
+            except BrokerUnavailable:
+                self.interruptions += 1
+                await asyncio.sleep(0.5)
 
 
 async def unknown_to_status_api(base_url: str, deployments: list[str]) -> list[str]:
@@ -237,7 +244,8 @@ def judge(result: Result, sender: Sender, phases: Phases, accepted: set[str], dr
             f"{tally.ambiguous} cut off",
             "the outage as clients saw it": _outage(tally.answers, phases),
             "events read back": f"{len(drain.tapped)} from the queue "
-            f"({len(drain.tapped) - len(tapped)} repeated), {len(drain.history)} in the history",
+            f"({len(drain.tapped) - len(tapped)} repeated), {len(drain.history)} in the history "
+            f"({drain.interruptions} reads cut off and read again)",
             "delivered though answered 503": f"{len(tapped - accepted)} (the broker had them but "
             "no confirm came in time; a client's retry makes a duplicate, never a loss)",
         }

@@ -105,7 +105,7 @@ def plan(opts: Options) -> list[Spec]:
     ]
     missing = [Spec(f"ghost-{i}", "v1", "missing") for i in range(opts.missing_images)]
     placed = [(_spread(i, len(sources), opts.deploys, 0.5), s) for i, s in enumerate(sources)]
-    placed += [(_spread(i, len(missing), opts.deploys, 0.25), s) for i, s in enumerate(missing)]
+    placed += [(_spread(i, len(missing), opts.deploys, 0.45), s) for i, s in enumerate(missing)]
     for position, spec in sorted(placed, key=lambda p: p[0]):
         specs.insert(min(position, len(specs)), spec)
     return specs
