@@ -210,6 +210,11 @@ async def run(root: Path, opts: Options | None = None) -> Result:
         judge_callbacks(result, run, found.ended)
         await judge_hooks_and_letters(result, run)
         result.facts.update(run_facts(run, specs, load_seconds, settle))
+    if not stack.kubernetes_workers:
+        result.notes.append(
+            "No reconcile or watch worker in this installation (not on main yet): a deploy's end "
+            "is manifests.committed (or deploy.failed), not deploy.ready."
+        )
     result.seconds = time.monotonic() - started
     result.secrets, result.log_files = stack.secret_values(), stack.log_files()
     return result

@@ -20,6 +20,25 @@ from typing import Any
 from chaos.checks import Check
 
 HEADING = "## Chaos"
+FINDINGS = """\
+### What these runs found (fixed)
+
+- A build worker killed after publishing `image.pushed` but before its ack publishes it again on
+  redelivery; when a newer version of the app had been committed in between, the commit worker
+  failed the first deployment as `superseded` after it had been reported committed. A redelivered
+  deploy that a commit already names is now answered with that commit (commit c0e19bd).
+- `relay dlq replay ID` did nothing while the worker that dead-lettered the message was still
+  running (the usual case): the worker remembered the given-up event as handled and acked the
+  replay. 35 of 35 replays after an outage were no-ops. Only completed work is remembered now
+  (commit 35cc950).
+- After a broker restart the gateway answered 202 again, but `GET /deployments/{id}` did not know
+  460 of 724 deployments accepted since: the status feed's history reader waited forever on a
+  consumer the robust connection does not restore (`relay tail` too). Readers now end with
+  `BrokerUnavailable` when the connection drops and are read again (commit f623607).
+
+Left as it is: two `relay dlq` commands run at the same moment can make one of them miss a dead
+letter (each takes the whole queue unacknowledged while it looks); the runs replay one at a time.
+"""
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -112,6 +131,7 @@ def render(results: list[Result], facts: dict[str, str]) -> str:
     ]
     for result in results:
         lines += _render_one(result)
+    lines.append(FINDINGS)
     return "\n".join(lines).rstrip() + "\n"
 
 
