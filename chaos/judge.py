@@ -17,23 +17,19 @@ if TYPE_CHECKING:
     from chaos.stack import Stack
 
 
+def _trigger(r: KillRecord) -> str:
+    if r.kill.trigger is None:
+        return ""
+    if r.triggered:
+        return " (its log showed the moment)"
+    return " (the moment never came: killed anyway)"
+
+
 def judge_kills(result: Result, records: list[KillRecord], stack: Stack) -> None:
     for i, r in enumerate(records, start=1):
-        trigger = (
-            ""
-            if r.kill.trigger is None
-            else (
-                " (its log showed the moment)"
-                if r.triggered
-                else " (the moment never came: killed anyway)"
-            )
-        )
-        caught = (
-            "requests went unanswered"
-            if r.kill.target == "gateway"
-            else ("deployments were in its hands or queue")
-        )
-        flight = "" if r.in_flight is None else f"; {r.in_flight} {caught}"
+        trigger = _trigger(r)
+        caught = "requests unanswered" if r.kill.target == "gateway" else "work in hand or queued"
+        flight = "" if r.in_flight is None else f"; {caught}: {r.in_flight}"
         result.facts[f"kill {i}: {r.kill.target}"] = (
             f"{r.kill.why}{trigger}{flight}; consuming again {r.back_after:.1f} s after the kill"
         )
@@ -64,7 +60,8 @@ def judge_builds(result: Result, specs: list[Spec], stack: Stack, registry_mark:
     )
     result.facts["source builds"] = (
         f"{len(sources)} source deploys; {started} buildah builds started, "
-        f"{sum(pushes.values())} manifests pushed, {skipped} redeliveries found their image built"
+        f"{sum(pushes.values())} manifests pushed; redeliveries that found their image "
+        f"built: {skipped}"
     )
     result.check(
         "no image built twice",
