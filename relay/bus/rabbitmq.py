@@ -172,6 +172,7 @@ class RabbitBus:
         self._admin: AbstractRobustChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._consumers: set[RabbitConsumer] = set()
+        self._restored = True  # False from a lost connection until every channel is restored
 
     @property
     def dead_letter_queue(self) -> str:
@@ -180,7 +181,16 @@ class RabbitBus:
     @property
     def connected(self) -> bool:
         conn = self._connection
-        return conn is not None and not conn.is_closed and conn.connected.is_set()
+        up = conn is not None and not conn.is_closed and conn.connected.is_set()
+        return up and self._restored
+
+    def _lost(self, *_: object) -> None:
+        self._restored = False
+
+    def _back(self, *_: object) -> None:
+        # Publishing waits for this: a stream (the history) whose leader is not back yet can
+        # confirm a message it never writes (seen with RabbitMQ 3.10 right after a restart).
+        self._restored = True
 
     async def start(self) -> None:
         try:
@@ -205,6 +215,8 @@ class RabbitBus:
             )
             for key in HISTORY_KEYS:
                 await stream.bind(self._exchange, routing_key=key)
+        self._connection.close_callbacks.add(self._lost)
+        self._connection.reconnect_callbacks.add(self._back)
 
     @property
     def history_queue(self) -> str:
