@@ -71,11 +71,14 @@ def main() -> int:
     args = parser.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="relay-chaos-"))
     root.mkdir(parents=True, exist_ok=True)
+    results: list[Result] = []
     try:
         results = asyncio.run(run_all(root, args.quick, args.only))
     finally:
-        if args.keep is None:
+        if args.keep is None and results and all(r.ok for r in results):
             shutil.rmtree(root, ignore_errors=True)
+        else:
+            say(f"the run's files (logs) are kept in {root} for a post-mortem")
     summary(results)
     if not args.no_report:
         write_section(ROOT / "RELIABILITY.md", render(results, machine()))

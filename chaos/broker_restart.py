@@ -13,6 +13,7 @@ Run: ``python -m chaos.broker_restart``.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import shutil
@@ -255,10 +256,13 @@ def judge(result: Result, sender: Sender, phases: Phases, accepted: set[str], dr
         not lost_tap,
         f"{len(accepted)} event ids answered 202, {len(lost_tap)} never reached the queue",
     )
+    when = {i: a.at for a in tally.accepted for i in a.event_ids}
+    late = sorted(when[i] - phases.shutdown_at for i in lost_history)
     result.check(
         "every 202 is in the history stream",
         not lost_history,
-        f"{len(lost_history)} of {len(accepted)} missing from the history stream",
+        f"{len(lost_history)} of {len(accepted)} missing from the history stream"
+        + (f", answered 202 at {', '.join(f'{t:+.2f}' for t in late)} s" if late else ""),
     )
     result.check(
         "the outage was seen and answered 503 with Retry-After",
@@ -269,7 +273,8 @@ def judge(result: Result, sender: Sender, phases: Phases, accepted: set[str], dr
     result.check(
         "nothing but 202 and 503 (no 5xx crash, no refusal)",
         not unexpected and tally.connection_errors == 0,
-        f"other answers: {unexpected or 'none'}; {tally.connection_errors} refused connections",
+        f"other answers: {unexpected or 'none'}; {tally.connection_errors} refused connections"
+        + (f"; bodies: {[body for _, _, body in tally.refused[:3]]}" if tally.refused else ""),
     )
     back = any(s == 202 and t > phases.up_at for t, s in tally.answers)
     result.check(
@@ -295,11 +300,16 @@ def _outage(answers: list[tuple[float, int]], phases: Phases) -> str:
 
 
 def main() -> int:
-    root = Path(tempfile.mkdtemp(prefix="relay-chaos-broker-"))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--keep", type=Path, help="keep the run's files (logs) in this directory")
+    args = parser.parse_args()
+    root = args.keep or Path(tempfile.mkdtemp(prefix="relay-chaos-broker-"))
+    root.mkdir(parents=True, exist_ok=True)
     try:
         result = asyncio.run(run(root))
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
     print_result(result)
     return 0 if result.ok else 1
 

@@ -143,6 +143,8 @@ class Sender:
                     data = await r.json(content_type=None)
                 except (json.JSONDecodeError, aiohttp.ContentTypeError):
                     data = {}
+                if r.status >= 500 and r.status != 503:
+                    self.tally.refused.append((key, r.status, json.dumps(data)[:300]))
                 return r.status, data if isinstance(data, dict) else {}
         except aiohttp.ClientConnectorError:
             self.tally.connection_errors += 1  # nothing listened: certainly not taken
