@@ -68,6 +68,7 @@ from relay.bus.base import (
     QueueStats,
     Retry,
 )
+from relay.bus.readers import until_lost
 from relay.errors import BrokerUnavailable, InvalidEvent, NotConfirmed, PublishError, Unroutable
 from relay.events import CONTENT_TYPE, CloudEvent, decode, encode
 from relay.settings import BrokerSettings
@@ -183,6 +184,7 @@ class RabbitBus:
         self._admin: AbstractRobustChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._consumers: set[RabbitConsumer] = set()
+        self._restored = True  # False from a lost connection until every channel is restored
 
     @property
     def dead_letter_queue(self) -> str:
@@ -191,7 +193,16 @@ class RabbitBus:
     @property
     def connected(self) -> bool:
         conn = self._connection
-        return conn is not None and not conn.is_closed and conn.connected.is_set()
+        up = conn is not None and not conn.is_closed and conn.connected.is_set()
+        return up and self._restored
+
+    def _lost(self, *_: object) -> None:
+        self._restored = False
+
+    def _back(self, *_: object) -> None:
+        # Publishing waits for this: a stream (the history) whose leader is not back yet can
+        # confirm a message it never writes (seen with RabbitMQ 3.10 right after a restart).
+        self._restored = True
 
     async def start(self) -> None:
         try:
@@ -218,6 +229,8 @@ class RabbitBus:
             )
             for key in HISTORY_KEYS:
                 await stream.bind(self._exchange, routing_key=key)
+        self._connection.close_callbacks.add(self._lost)
+        self._connection.reconnect_callbacks.add(self._back)
 
     @property
     def history_queue(self) -> str:
@@ -350,7 +363,7 @@ class RabbitBus:
             for key in keys:
                 await queue.bind(self._settings.exchange, routing_key=key)
             async with queue.iterator(no_ack=True) as messages:
-                async for message in messages:
+                async for message in until_lost(messages, connection):
                     event = _tapped(message)
                     if event is not None:
                         yield event
@@ -369,7 +382,7 @@ class RabbitBus:
             )
             offset: datetime | str = since if since is not None else "first"
             async with queue.iterator(arguments={"x-stream-offset": offset}) as messages:
-                async for message in messages:
+                async for message in until_lost(messages, connection):
                     await message.ack()
                     event = _tapped(message)
                     if event is not None and (since is None or event.time >= since):
