@@ -11,6 +11,7 @@ VENV=${VENV:-.venv}
 RELAY_TEST_SKIP_KUBE=1 bash scripts/setup.sh
 mkdir -p .run
 export RELAY_FUZZ_EXAMPLES=${RELAY_FUZZ_EXAMPLES:-100}
+export RELAY_FUZZ_RANDOM=${RELAY_FUZZ_RANDOM:-1}  # new examples each run (make test: fixed ones)
 export RELAY_FUZZ_REQUESTS=${RELAY_FUZZ_REQUESTS:-100000}
 export RELAY_FUZZ_REPORT=${RELAY_FUZZ_REPORT:-.run/fuzz-report.jsonl}
 : > "$RELAY_FUZZ_REPORT"

@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from relay.events.deploy import APP_NAME, IMAGE_REF, IMAGE_TAG
 from tests.gateway.conftest import FIXTURES, REGISTRY_TYPE, TYPES
 
 FORM = "application/x-www-form-urlencoded"
+EXAMPLES = int(os.environ.get("RELAY_FUZZ_EXAMPLES", "40"))
+# make test (and CI) draws the same examples every run; make fuzz (RELAY_FUZZ_RANDOM=1) new ones
+RANDOM = os.environ.get("RELAY_FUZZ_RANDOM") == "1"
 # receiver type -> the headers its signature (or token) travels in
 SIGNATURE_HEADERS = {
     "github": ["X-Hub-Signature-256", "X-Hub-Signature"],
@@ -109,6 +114,17 @@ JSON: st.SearchStrategy[Any] = st.recursive(
     max_leaves=12,
 )
 HEADER_TEXT = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=40)
+
+
+def fuzz_budget(*, suppress_health_check: list[HealthCheck]) -> settings:
+    """The bound of every fuzz test: a fixed number of examples, a deadline per example."""
+    return settings(
+        max_examples=EXAMPLES,
+        deadline=10_000,
+        database=None,
+        derandomize=not RANDOM,
+        suppress_health_check=suppress_health_check,
+    )
 
 
 def _seed(name: str) -> Any:

@@ -12,7 +12,6 @@ Bounded: ``RELAY_FUZZ_EXAMPLES`` examples per operation (default 40) and a deadl
 from __future__ import annotations
 
 import itertools
-import os
 import time
 import zlib
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck
 from schemathesis.specs.openapi.checks import ignored_auth, positive_data_acceptance
 
 from relay.gateway import status
@@ -29,16 +28,10 @@ from relay.receivers import PROVIDERS
 from relay.signing import sign_headers
 from tests.api import openapi_doc
 from tests.api.live import LiveGateway, fuzz_settings
-from tests.api.strategies import SIGNATURE_HEADERS
+from tests.api.strategies import SIGNATURE_HEADERS, fuzz_budget
 from tests.gateway.conftest import DEPLOY_SECRET, TYPES, signed
 
-EXAMPLES = int(os.environ.get("RELAY_FUZZ_EXAMPLES", "40"))
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=10_000,
-    database=None,
-    suppress_health_check=list(HealthCheck),
-)
+FUZZ = fuzz_budget(suppress_health_check=list(HealthCheck))
 RECEIVERS = sorted(TYPES)
 PUBLISHING = {("POST", "/hook/{receiver}"), ("POST", "/deploy"), ("DELETE", "/apps/{app}")}
 AGES = itertools.count()

@@ -10,7 +10,6 @@ oracle: JSON objects the model accepts are 202 with one event, others 422, non-o
 from __future__ import annotations
 
 import json
-import os
 import time
 import urllib.parse
 import uuid
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 import requests
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -33,17 +32,12 @@ from tests.api.strategies import (
     SIGNATURE_HEADERS,
     deploy_payloads,
     encode,
+    fuzz_budget,
     hook_bodies,
 )
 from tests.gateway.conftest import DEPLOY_SECRET, SECRETS, TYPES, signed
 
-EXAMPLES = int(os.environ.get("RELAY_FUZZ_EXAMPLES", "40"))
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=10_000,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+FUZZ = fuzz_budget(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 RECEIVERS = sorted(TYPES)
 DOT_SEGMENTS = {".", ".."}  # /apps/. is /apps/ to any URL parser: 404
 TOKEN_HEADERS = {"Authorization", "X-Gitlab-Token"}
