@@ -93,7 +93,7 @@ def machine() -> dict[str, str]:
     rabbit = _command(["rabbitmqctl", "-q", "version"]) or "?"
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "uname": " ".join(platform.uname()),
+        "uname": " ".join(part for part in platform.uname() if part),
         "nproc": str(os.cpu_count()),
         "memory": _memory(),
         "python": platform.python_version(),
