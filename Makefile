@@ -1,5 +1,5 @@
 # The relay's two commands for users: `make demo` and `make test`. Everything else is for developers.
-.PHONY: test demo bench lint typecheck setup venv clean
+.PHONY: test demo bench fuzz chaos lint typecheck setup venv clean
 
 VENV ?= .venv
 PYTHON ?= python3
@@ -13,12 +13,20 @@ demo:
 bench:
 	bash scripts/bench.sh
 
+fuzz:
+	bash scripts/fuzz.sh
+
+# Fault runs (kills, broker restart, service outages, secret scan); writes RELIABILITY.md "Chaos".
+chaos:
+	RELAY_TEST_SKIP_KUBE=1 bash scripts/setup.sh
+	$(VENV)/bin/python -m chaos
+
 setup:
 	bash scripts/setup.sh
 
 lint:
-	$(VENV)/bin/ruff check relay workers tests bench
-	$(VENV)/bin/ruff format --check relay workers tests bench
+	$(VENV)/bin/ruff check relay workers tests bench chaos
+	$(VENV)/bin/ruff format --check relay workers tests bench chaos
 
 typecheck:
 	$(VENV)/bin/mypy

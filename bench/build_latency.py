@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.summary import Metric, skipped
 from relay.logging import configure
 from tests.build.harness import Harness, make_settings, run_app
 from tests.support.images import Buildah, make_busybox_base, push_scratch_image
@@ -135,12 +136,12 @@ class Bench:
             self.driver,
         ]
 
-    async def measure(self, case: str) -> dict[str, float]:
+    async def measure(self, case: str, repeat: int = REPEAT) -> dict[str, float]:
         async with Harness(self.settings, self.worker) as h:
             await self.relay_once(h, self.request(case))  # warm-up: base pulled, driver chosen
             await self.bare_once(self.request(case))
-            seq = [await self.relay_once(h, self.request(case)) for _ in range(REPEAT)]
-            bare = [await self.bare_once(self.request(case)) for _ in range(REPEAT)]
+            seq = [await self.relay_once(h, self.request(case)) for _ in range(repeat)]
+            bare = [await self.bare_once(self.request(case)) for _ in range(repeat)]
             # requests are made before the clock runs; bare and relay alternate, twice each, so
             # that a change in the machine's load does not favour one of them
             walls: dict[str, list[float]] = {"bare": [], "relay": []}
@@ -203,6 +204,61 @@ def table(results: dict[str, dict[str, float]], driver: str) -> str:
             f"| {r['each']:.3f} | {r['wall'] / r['bare_wall']:.1f}x |"
         )
     return "\n".join(rows) + f"\n\nbuildah storage driver: {driver}."
+
+
+NAMES = {
+    "prebuilt": "prebuilt image (digest resolution)",
+    "scratch": "FROM scratch + COPY build",
+    "run": "FROM busybox + RUN build",
+}
+
+
+def collect(quick: bool = True) -> list[Metric]:
+    """For ``make bench``: deploy.requested -> image.pushed against the bare tools.
+
+    Quick: the prebuilt and FROM-scratch cases, 3 one at a time; full: all three, 5."""
+    missing = [t for t in ("buildah", "docker-registry") if shutil.which(t) is None]
+    if missing:
+        return [skipped("build", f"{', '.join(missing)} not installed")]
+    cases = ("prebuilt", "scratch") if quick else ("prebuilt", "scratch", "run")
+    results = asyncio.run(_measure_cases(cases, 3 if quick else REPEAT))
+    metrics: list[Metric] = []
+    for case, r in results.items():
+        metrics += [
+            Metric(
+                bench="build",
+                name=f"{NAMES[case]}, median of one at a time",
+                value=r["seq"],
+                unit="s",
+                baseline=r["bare"],
+                baseline_name="bare HEAD" if case == "prebuilt" else "bare buildah",
+            ),
+            Metric(
+                bench="build",
+                name=f"{NAMES[case]}, {AT_ONCE} at once (wall)",
+                value=r["wall"],
+                unit="s",
+                baseline=r["bare_wall"],
+                baseline_name="bare HEAD" if case == "prebuilt" else "bare buildah",
+            ),
+        ]
+    return metrics
+
+
+async def _measure_cases(cases: tuple[str, ...], repeat: int) -> dict[str, dict[str, float]]:
+    with tempfile.TemporaryDirectory(prefix="relay-bench-build-") as raw:
+        tmp = Path(raw)
+        registry = Registry(tmp / "registry").start()
+        try:
+            base = (
+                make_busybox_base(registry, buildah=Buildah(tmp / "base")) if "run" in cases else ""
+            )
+            bench = Bench(tmp, registry, base)
+            bench.driver = await bench.builder.storage_driver()
+            return {case: await bench.measure(case, repeat) for case in cases}
+        finally:
+            registry.close()
+            _unmount_below(tmp)
 
 
 async def main() -> None:

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -30,6 +31,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
 
+from bench.summary import Metric, skipped
 from relay.bus import QueueSpec
 from relay.bus.amqp import QUORUM
 from relay.bus.rabbitmq import RabbitBus
@@ -201,8 +203,10 @@ class Bench:
         await consumer.stop(grace=5)
 
 
-async def alternating(runs: dict[str, Callable[[int], Awaitable[float]]]) -> dict[str, float]:
-    """Messages per second of each contender, taking turns in ROUNDS rounds of N / ROUNDS.
+async def alternating(
+    runs: dict[str, Callable[[int], Awaitable[float]]], n: int = N
+) -> dict[str, float]:
+    """Messages per second of each contender, taking turns in ROUNDS rounds of n / ROUNDS.
 
     The machine is shared: taking turns spreads its changing load over every contender.
     """
@@ -210,24 +214,24 @@ async def alternating(runs: dict[str, Callable[[int], Awaitable[float]]]) -> dic
     for round_ in range(ROUNDS):
         names = list(runs)
         for who in names[round_ % len(names) :] + names[: round_ % len(names)]:
-            seconds[who] += await runs[who](N // ROUNDS)
-    return {who: N / total for who, total in seconds.items()}
+            seconds[who] += await runs[who](n // ROUNDS)
+    return {who: n / total for who, total in seconds.items()}
 
 
-async def publish_rows(bench: Bench) -> list[Row]:
+async def publish_rows(bench: Bench, n: int = N) -> list[Row]:
     rows = []
     modes = [("1 awaited at a time", in_turn), (f"{CONCURRENCY} in flight", in_flight)]
     for label, mode in modes:
         rates = await alternating(
-            {who: functools.partial(bench.publish, mode, who) for who in ("bare", "relay")}
+            {who: functools.partial(bench.publish, mode, who) for who in ("bare", "relay")}, n
         )
         rows.append(Row(f"publish + confirm, {label}", rates["relay"], rates["bare"]))
     return rows
 
 
-async def consume_rows(bench: Bench) -> list[Row]:
+async def consume_rows(bench: Bench, n: int = N) -> list[Row]:
     contenders = ("bare", "bare+decode", "relay")
-    rates = await alternating({who: functools.partial(bench.consume, who) for who in contenders})
+    rates = await alternating({who: functools.partial(bench.consume, who) for who in contenders}, n)
     label = f"consume + ack, one worker, prefetch {PREFETCH}"
     return [
         Row(f"{label}; bare acks only", rates["relay"], rates["bare"]),
@@ -235,7 +239,7 @@ async def consume_rows(bench: Bench) -> list[Row]:
     ]
 
 
-async def measure(url: str) -> list[Row]:
+async def measure(url: str, n: int = N) -> list[Row]:
     tag = uuid.uuid4().hex[:6]
     settings = BrokerSettings(url=url, exchange=f"bench.{tag}", queue_prefix=f"bench.{tag}")
     bus = RabbitBus(settings)
@@ -245,7 +249,7 @@ async def measure(url: str) -> list[Row]:
     await bare.start()
     bench = Bench(bus, bare, settings.queue_prefix)
     try:
-        return [*await publish_rows(bench), *await consume_rows(bench)]
+        return [*await publish_rows(bench, n), *await consume_rows(bench, n)]
     finally:
         await bus.close()
         await connection.close()
@@ -308,6 +312,30 @@ def record(facts: str, rows: Sequence[Row]) -> None:
     end = next((i for i in range(start, len(lines)) if lines[i].startswith("## ")), len(lines))
     lines[end:end] = run.rstrip("\n").split("\n") + ([""] if end < len(lines) else [])
     RESULTS.write_text("\n".join(lines) + "\n")
+
+
+def collect(quick: bool = True) -> list[Metric]:
+    """For ``make bench``: each case's relay rate against bare aio-pika (2,000 events if quick)."""
+    if shutil.which("rabbitmqctl") is None:
+        return [skipped("bus", "rabbitmqctl not installed")]
+    n = 2_000 if quick else N
+
+    async def run() -> list[Row]:
+        async with private_vhost() as url:
+            return await measure(url, n)
+
+    rows = asyncio.run(run())
+    return [
+        Metric(
+            bench="bus",
+            name=f"RabbitMQ {row.case} ({n:,} events)",
+            value=row.relay,
+            unit="msg/s",
+            baseline=row.bare,
+            baseline_name="bare aio-pika",
+        )
+        for row in rows
+    ]
 
 
 async def main() -> None:

@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.summary import Metric, skipped
 from relay.bus import Ack, Incoming, Outcome, QueueSpec
 from relay.bus.memory import MemoryBus
 from relay.events import decode
@@ -200,11 +201,16 @@ def check_all_landed(server: GitServer, total: int) -> None:
         raise RuntimeError(f"not on the remote: {sorted(missing)[:5]}")
 
 
-async def measure(base: Path) -> list[Run]:
+MODES = ("naive", "worker 300", "worker 0")
+
+
+async def measure(
+    base: Path, levels: tuple[tuple[int, int], ...] = LEVELS, modes: tuple[str, ...] = MODES
+) -> list[Run]:
     runs: list[Run] = []
     with GitServer(base / "git") as server:
-        for clients, total in LEVELS:
-            for mode in ("naive", "worker 300", "worker 0"):
+        for clients, total in levels:
+            for mode in modes:
                 server.fresh_repo()
                 work = Path(tempfile.mkdtemp(prefix="work-", dir=base))
                 if mode == "naive":
@@ -255,6 +261,40 @@ def table(runs: list[Run]) -> str:
             f"{fast.pushes_per_deploy:.2f} |"
         )
     return "\n".join(lines)
+
+
+def collect(quick: bool = True) -> list[Metric]:
+    """For ``make bench``: the commit worker (default 300 ms window) against clone-commit-push."""
+    missing = [t for t in ("git", "nginx", "fcgiwrap") if shutil.which(t) is None]
+    if missing:
+        return [skipped("commit", f"{', '.join(missing)} not installed")]
+    levels = ((1, 5), (10, 20), (50, 50)) if quick else LEVELS
+    with tempfile.TemporaryDirectory(prefix="bench-commit-") as tmp:
+        runs = asyncio.run(measure(Path(tmp), levels, ("naive", "worker 300")))
+    metrics: list[Metric] = []
+    for clients, total in levels:
+        by = {r.mode: r for r in runs if r.clients == clients}
+        naive, worker = by["naive"], by["worker 300 ms"]
+        what = f"{clients} clients, {total} deploys"
+        metrics += [
+            Metric(
+                bench="commit",
+                name=f"deploys/s, {what}",
+                value=worker.rate,
+                unit="deploys/s",
+                baseline=naive.rate,
+                baseline_name="clone-commit-push each",
+            ),
+            Metric(
+                bench="commit",
+                name=f"pushes per deploy, {what}",
+                value=worker.pushes_per_deploy,
+                unit="",
+                baseline=naive.pushes_per_deploy,
+                baseline_name="clone-commit-push each",
+            ),
+        ]
+    return metrics
 
 
 def main() -> None:

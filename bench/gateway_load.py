@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.summary import Goal, Metric, skipped
+
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-not-for-production"
 CONNECTIONS = 32
@@ -120,8 +122,11 @@ def rss_mib(pid: int) -> float:
 
 
 def to_ms(text: str) -> float:
-    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    found = re.match(r"([\d.]+)(us|ms|s|m)$", text)
+    if found is None:
+        raise RuntimeError(f"wrk printed a latency this bench cannot read: {text!r}")
+    value, unit = found.groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
 
 
 def run_wrk(
@@ -145,15 +150,20 @@ def run_wrk(
     peak = rss_mib(pid) if pid else None
     cpu0, broker0 = cpu_seconds(pid), cpu_seconds(broker_pid())
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    while proc.poll() is None:
-        if pid:
-            peak = max(peak or 0.0, rss_mib(pid))
-        time.sleep(0.2)
+    try:
+        while proc.poll() is None:
+            if pid:
+                peak = max(peak or 0.0, rss_mib(pid))
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:  # interrupted: leave no load generator behind
+            proc.kill()
+            proc.wait()
     cpu, broker = cpu_seconds(pid) - cpu0, cpu_seconds(broker_pid()) - broker0
     out = proc.stdout.read() if proc.stdout else ""
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = to_ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = to_ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p50 = to_ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = to_ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
@@ -211,6 +221,7 @@ web.run_app(app, host="127.0.0.1", port={port}, access_log=None, print=None)
 async def serve_gateway(url: str, port: int, secret_file: str) -> None:
     """The child process: the gateway over RabbitMQ, a bounded queue bound to git.#."""
     from relay.gateway.app import serve
+    from relay.gctune import tune_gc
     from relay.logging import configure
     from relay.settings import Settings
     from tests.support.gateway_amqp import rabbit_bus
@@ -227,6 +238,7 @@ async def serve_gateway(url: str, port: int, secret_file: str) -> None:
     )
     bus = rabbit_bus(url)  # the bench-sink queue (bound_queue) makes git.push routable
     await bus.start()
+    asyncio.get_running_loop().call_later(0.5, tune_gc)  # as `relay gateway` does once started
     await serve(settings, bus)
 
 
@@ -527,12 +539,78 @@ def report(results: list[Result], accepted: int, seconds: int) -> str:
     return "\n".join(lines)
 
 
+TOOLS = ("wrk", "webhook", "rabbitmqctl")
+
+
+def collect(quick: bool = True) -> list[Metric]:
+    """For ``make bench``: the gateway against bare aiohttp and webhook, its p99, the bus alone."""
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if missing:
+        return [skipped("gateway", f"{', '.join(missing)} not installed")]
+    results, _, _ = measure(6 if quick else 10)
+    bare, gateway, floor, hook = results
+    name, unit = f"hook req/s, wrk -c{CONNECTIONS}, 7 KB signed push, RabbitMQ confirms", "req/s"
+    return [
+        Metric(
+            bench="gateway",
+            name=name,
+            value=gateway.rps,
+            unit=unit,
+            baseline=bare.rps,
+            baseline_name="bare aiohttp",
+            goal=Goal(on="ratio", op=">=", target=0.3),
+        ),
+        Metric(
+            bench="gateway",
+            name=name,
+            value=gateway.rps,
+            unit=unit,
+            baseline=hook.rps,
+            baseline_name="adnanh/webhook",
+            goal=Goal(on="ratio", op=">=", target=3),
+        ),
+        Metric(
+            bench="gateway",
+            name=f"p99 latency at {CONNECTIONS} connections",
+            value=gateway.p99_ms,
+            unit="ms",
+            baseline=bare.p99_ms,
+            baseline_name="bare aiohttp",
+            goal=Goal(on="value", op="<=", target=25),
+        ),
+        Metric(
+            bench="gateway",
+            name=name,
+            value=gateway.rps,
+            unit=unit,
+            baseline=floor.rps,
+            baseline_name="the bus alone, 32 in flight",
+        ),
+        Metric(
+            bench="gateway",
+            name="CPU per request",
+            value=gateway.cpu_ms or 0.0,
+            unit="ms",
+            baseline=bare.cpu_ms,
+            baseline_name="bare aiohttp",
+        ),
+        Metric(
+            bench="gateway",
+            name="peak RSS under load",
+            value=gateway.rss_mib or 0.0,
+            unit="MiB",
+            baseline=bare.rss_mib,
+            baseline_name="bare aiohttp",
+        ),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--no-record", action="store_true", help="do not append BENCHMARKS.md")
     args = parser.parse_args()
-    for tool in ("wrk", "webhook", "rabbitmqctl"):
+    for tool in TOOLS:
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed (Debian packages wrk, webhook, rabbitmq-server)")
     results, accepted, _ = measure(args.seconds)

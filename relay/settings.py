@@ -100,6 +100,13 @@ class BrokerSettings(_Model):
     confirm_timeout: float = Field(
         default=5.0, gt=0, description="Seconds a publish may wait for the broker's confirm."
     )
+    publisher_channels: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Confirm channels publishes take turns on (RabbitMQ): more lets the broker "
+        "route and confirm several publishes at once.",
+    )
     retry: RetrySettings = Field(
         default_factory=RetrySettings, description="Retry and dead-letter policy."
     )

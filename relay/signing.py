@@ -33,6 +33,12 @@ WEBHOOK_SIGNATURE = "webhook-signature"
 DEFAULT_WINDOW = 300
 HEX_ALGORITHMS = frozenset({"sha1", "sha224", "sha256", "sha384", "sha512"})
 _DIGEST_HEX_LENGTH = {name: hashlib.new(name).digest_size * 2 for name in HEX_ALGORITHMS}
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+def header_bytes(value: str) -> bytes:
+    """A header value as the bytes that were sent (aiohttp decodes with surrogateescape)."""
+    return value.encode("utf-8", "surrogateescape")
 
 
 class SignatureError(RelayError):
@@ -45,12 +51,17 @@ class SignatureError(RelayError):
 
 
 def secret_key(secret: str) -> bytes:
-    """The HMAC key of a secret: a ``whsec_`` secret is base64, anything else is UTF-8."""
+    """The HMAC key of a Standard Webhooks secret: ``whsec_<base64>``, else the UTF-8 text.
+
+    Only Standard Webhooks decode the prefix; GitHub-style and relay signatures always use the
+    secret's text as it is (what providers and n8n's Crypto node do)."""
     if secret.startswith("whsec_"):
         try:
-            return base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+            key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
         except binascii.Error:
-            pass
+            key = b""
+        if key:  # an empty key would make every signature forgeable: use the text as it is
+            return key
     return secret.encode()
 
 
@@ -83,9 +94,9 @@ def verify_hex(
 ) -> None:
     """Check a bare hex HMAC of ``body`` against every secret."""
     digest = digest.strip().lower()
-    if len(digest) != _DIGEST_HEX_LENGTH[algorithm]:
+    if len(digest) != _DIGEST_HEX_LENGTH[algorithm] or not _HEX_DIGITS.issuperset(digest):
         raise SignatureError("bad_signature", f"the signature is not a {algorithm} hex digest")
-    expected = [hmac_hex(secret_key(s), body, algorithm).encode() for s in secrets]
+    expected = [hmac_hex(s.encode(), body, algorithm).encode() for s in secrets]
     if not any_equal(expected, digest.encode()):
         raise SignatureError("bad_signature", "the signature does not match the body")
 
@@ -105,16 +116,16 @@ def verify_prefixed(
 
 def verify_token(given: str, secrets: Sequence[str]) -> None:
     """A shared token sent verbatim (GitLab, Bearer): constant-time against every secret."""
-    if not any_equal([s.encode() for s in secrets], given.encode()):
+    if not any_equal([s.encode() for s in secrets], header_bytes(given)):
         raise SignatureError("bad_token", "the token does not match")
 
 
 def check_timestamp(raw: str, *, now: float | None = None, window: int = DEFAULT_WINDOW) -> int:
     """Parse a unix-seconds timestamp and require it within ``window`` of the clock."""
-    try:
-        stamp = int(raw.strip())
-    except ValueError:
-        raise SignatureError("bad_timestamp", "the timestamp is not unix seconds") from None
+    digits = raw.strip()
+    if not digits.isascii() or not digits.isdigit() or len(digits) > 12:
+        raise SignatureError("bad_timestamp", "the timestamp is not unix seconds")
+    stamp = int(digits)
     skew = stamp - (time.time() if now is None else now)
     if skew < -window:
         raise SignatureError("stale_timestamp", f"the timestamp is older than {window} s")
@@ -125,7 +136,7 @@ def check_timestamp(raw: str, *, now: float | None = None, window: int = DEFAULT
 
 def relay_signature(secret: str, body: bytes, timestamp: int) -> str:
     """``sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>``."""
-    return "sha256=" + hmac_hex(secret_key(secret), f"{timestamp}.".encode() + body)
+    return "sha256=" + hmac_hex(secret.encode(), f"{timestamp}.".encode() + body)
 
 
 def sign_headers(secret: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
@@ -139,7 +150,7 @@ def sign_headers(secret: str, body: bytes, timestamp: int | None = None) -> dict
 
 def standard_signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     """``v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<body>")>`` (Standard Webhooks)."""
-    signed = f"{msg_id}.{timestamp}.".encode() + body
+    signed = header_bytes(f"{msg_id}.{timestamp}.") + body
     mac = hmac.new(secret_key(secret), signed, "sha256").digest()
     return "v1," + base64.b64encode(mac).decode()
 
@@ -174,7 +185,7 @@ def verify_standard(
     stamp = check_timestamp(stamp_raw, now=now, window=window)
     expected = [standard_signature(s, msg_id, stamp, body).encode() for s in secrets]
     for given in sig_list.split():
-        if given.startswith("v1,") and any_equal(expected, given.encode()):
+        if given.startswith("v1,") and any_equal(expected, header_bytes(given)):
             return given
     raise SignatureError("bad_signature", "no webhook-signature matches the body")
 

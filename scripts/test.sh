@@ -8,8 +8,8 @@ VENV=${VENV:-.venv}
 bash scripts/setup.sh
 
 echo "==> ruff"
-"$VENV/bin/ruff" check relay workers tests bench
-"$VENV/bin/ruff" format --check relay workers tests bench
+"$VENV/bin/ruff" check relay workers tests bench chaos
+"$VENV/bin/ruff" format --check relay workers tests bench chaos
 echo "==> mypy"
 "$VENV/bin/mypy"
 echo "==> pytest"

@@ -9,7 +9,8 @@ This module alone decides what happens to a message:
 - raised anything else → ``Retry`` with back-off, until the last attempt, which is reported like
   ``Permanent`` (with the ``Transient`` reason when there is one) and dead-lettered;
 - a body that is not a valid event → ``DeadLetter`` with the validation error, never a crash;
-- an event id already handled by this process → ``Ack`` (redeliveries are harmless).
+- an event id this process already handled successfully → ``Ack`` (redeliveries are harmless);
+  a dead letter replayed to it runs again.
 """
 
 from __future__ import annotations
@@ -161,7 +162,8 @@ class Dispatcher:
             except PublishError as publish_error:
                 # The failure must not be lost: keep the message and try again later.
                 return Retry(f"could not publish deploy.failed: {publish_error}")
-        self.done.add(ctx.event.id)
+        # Not added to ``done``: work given up is not done, and ``relay dlq replay`` sends the
+        # same event id back to this very process, which must run it again.
         return DeadLetter(f"{exc.reason}: {exc.detail}")
 
 

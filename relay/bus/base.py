@@ -94,6 +94,12 @@ class DeadLetterInfo:
     body: bytes
 
 
+@dataclass(frozen=True)
+class QueueStats:
+    messages: int
+    consumers: int
+
+
 @runtime_checkable
 class Consumer(Protocol):
     async def stop(self, *, grace: float = 0.0) -> None:
@@ -131,6 +137,9 @@ class Bus(Protocol):
 
         Needs ``broker.history``; on RabbitMQ it reads the history stream queue.
         """
+
+    async def queue_stats(self, name: str) -> QueueStats | None:
+        """Messages ready and consumers of a queue, or None when it does not exist."""
 
     async def dead_letters(self) -> list[DeadLetterInfo]:
         """The dead-lettered messages, oldest first, left in place."""

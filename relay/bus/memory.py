@@ -27,6 +27,7 @@ from relay.bus.base import (
     Incoming,
     Outcome,
     QueueSpec,
+    QueueStats,
     Retry,
 )
 from relay.bus.topic import matches
@@ -59,6 +60,7 @@ class MemoryConsumer:
     def __init__(self, bus: MemoryBus, queue: _Queue, handler: Handler, prefetch: int) -> None:
         self._bus = bus
         self._queue = queue
+        self.queue = queue
         self._handler = handler
         self._inflight: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(prefetch)
@@ -278,6 +280,15 @@ class MemoryBus:
     def queue_depth(self, name: str) -> int:
         queue = self._queues.get(name)
         return len(queue.items) if queue else 0
+
+    async def queue_stats(self, name: str) -> QueueStats | None:
+        if name.endswith(f".{DEAD_LETTER_QUEUE}"):
+            return QueueStats(messages=len(self._dead), consumers=0)
+        queue = self._queues.get(name)
+        if queue is None:
+            return None
+        consumers = sum(1 for c in self._consumers if c.queue is queue)
+        return QueueStats(messages=len(queue.items), consumers=consumers)
 
 
 __all__ = ["DEAD_LETTER_QUEUE", "MemoryBus", "MemoryConsumer"]

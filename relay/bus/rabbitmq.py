@@ -11,16 +11,24 @@ Topology, per ``BrokerSettings``:
 Every publish waits for the broker's confirm, is ``mandatory`` and persistent. Retries and dead
 letters travel through the default exchange, and the event's routing key rides along in a header
 so that a message coming back from a delay queue still says which event it is.
+
+Publishing is the gateway's hot path, so it goes round-robin over a few confirm channels
+(``broker.publisher_channels``: confirms on one channel come back in order and its broker-side
+process handles one message at a time) and straight to aiormq's ``basic_publish`` with prebuilt
+properties, without waiting for the frame to be flushed before the next publish may start (the
+confirm is still awaited). aio-pika's per-message ``Message`` object cost about a third of the
+client's CPU per publish (bench/gateway_load.py, BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
 import aiormq
@@ -32,6 +40,7 @@ from aio_pika.abc import (
     AbstractRobustChannel,
     AbstractRobustConnection,
 )
+from aiormq import spec
 
 from relay.bus.amqp import (
     QUORUM,
@@ -56,8 +65,10 @@ from relay.bus.base import (
     Incoming,
     Outcome,
     QueueSpec,
+    QueueStats,
     Retry,
 )
+from relay.bus.readers import until_lost
 from relay.errors import BrokerUnavailable, InvalidEvent, NotConfirmed, PublishError, Unroutable
 from relay.events import CONTENT_TYPE, CloudEvent, decode, encode
 from relay.settings import BrokerSettings
@@ -68,6 +79,7 @@ CONNECT_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 5.0
 MAX_DEAD_LETTERS = 10_000
 HISTORY_PREFETCH = 200
+PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
 ReadAll = Callable[[], Awaitable[list[AbstractIncomingMessage]]]
 
 
@@ -82,13 +94,13 @@ def delivery(message: AbstractIncomingMessage) -> Delivery:
     )
 
 
-def _message(out: Outgoing) -> aio_pika.Message:
-    return aio_pika.Message(
-        out.body,
+def _properties(out: Outgoing) -> spec.Basic.Properties:
+    """Persistent, ``application/cloudevents+json``, the event's id as ``message_id``."""
+    return spec.Basic.Properties(
         content_type=CONTENT_TYPE,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        delivery_mode=PERSISTENT,
         message_id=out.message_id,
-        headers=out.headers,
+        headers=out.headers or None,
     )
 
 
@@ -167,10 +179,12 @@ class RabbitBus:
         self._settings = settings
         self._delays = list(settings.retry.delays) or [0.0]
         self._connection: AbstractRobustConnection | None = None
-        self._publisher: AbstractRobustChannel | None = None
+        self._publishers: list[AbstractRobustChannel] = []
+        self._turn: Iterator[AbstractRobustChannel] = iter(())
         self._admin: AbstractRobustChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._consumers: set[RabbitConsumer] = set()
+        self._restored = True  # False from a lost connection until every channel is restored
 
     @property
     def dead_letter_queue(self) -> str:
@@ -179,7 +193,16 @@ class RabbitBus:
     @property
     def connected(self) -> bool:
         conn = self._connection
-        return conn is not None and not conn.is_closed and conn.connected.is_set()
+        up = conn is not None and not conn.is_closed and conn.connected.is_set()
+        return up and self._restored
+
+    def _lost(self, *_: object) -> None:
+        self._restored = False
+
+    def _back(self, *_: object) -> None:
+        # Publishing waits for this: a stream (the history) whose leader is not back yet can
+        # confirm a message it never writes (seen with RabbitMQ 3.10 right after a restart).
+        self._restored = True
 
     async def start(self) -> None:
         try:
@@ -191,10 +214,12 @@ class RabbitBus:
         except (TimeoutError, *aio_pika.exceptions.CONNECTION_EXCEPTIONS) as exc:
             raise BrokerUnavailable(f"cannot connect to the broker: {exc!r}") from None
         self._admin = await self._connection.channel(publisher_confirms=False)
-        self._publisher = await self._connection.channel(
-            publisher_confirms=True, on_return_raises=True
-        )
-        self._exchange = await self._publisher.declare_exchange(
+        self._publishers = [
+            await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+            for _ in range(self._settings.publisher_channels)
+        ]
+        self._turn = itertools.cycle(self._publishers)
+        self._exchange = await self._admin.declare_exchange(
             self._settings.exchange, aio_pika.ExchangeType.TOPIC, durable=True
         )
         await self._admin.declare_queue(self.dead_letter_queue, durable=True, arguments=QUORUM)
@@ -204,6 +229,8 @@ class RabbitBus:
             )
             for key in HISTORY_KEYS:
                 await stream.bind(self._exchange, routing_key=key)
+        self._connection.close_callbacks.add(self._lost)
+        self._connection.reconnect_callbacks.add(self._back)
 
     @property
     def history_queue(self) -> str:
@@ -224,25 +251,34 @@ class RabbitBus:
         self._connection = None
 
     def _require(self) -> tuple[AbstractRobustConnection, AbstractRobustChannel, AbstractExchange]:
-        if not self.connected or self._publisher is None or self._exchange is None:
+        if not self.connected or not self._publishers or self._exchange is None:
             raise BrokerUnavailable("not connected to the broker")
         assert self._connection is not None
-        return self._connection, self._publisher, self._exchange
+        return self._connection, next(self._turn), self._exchange
 
     async def publish(self, event: CloudEvent) -> None:
         await self.publish_raw(encode(event), routing_key=event.routing_key, message_id=event.id)
 
     async def publish_raw(self, body: bytes, *, routing_key: str, message_id: str | None) -> None:
-        _, _, exchange = self._require()
-        await self._send(exchange, Outgoing(body=body, message_id=message_id), routing_key)
+        out = Outgoing(body=body, message_id=message_id)
+        await self._send(self._settings.exchange, out, routing_key)
 
-    async def _send(self, exchange: AbstractExchange, out: Outgoing, routing_key: str) -> None:
-        """Publish with confirm; every failure becomes a ``PublishError``."""
+    async def _send(self, exchange: str, out: Outgoing, routing_key: str) -> None:
+        """Publish to ``exchange`` ("" = the default one) with confirm; every failure becomes a
+        ``PublishError``."""
         _, channel, _ = self._require()
         try:
             async with asyncio.timeout(self._settings.confirm_timeout):
                 await channel.ready()
-                await exchange.publish(_message(out), routing_key, mandatory=True)
+                underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
+                await underlay.basic_publish(
+                    out.body,
+                    exchange=exchange,
+                    routing_key=routing_key,
+                    properties=_properties(out),
+                    mandatory=True,
+                    wait=False,  # the confirm is awaited; the socket flush need not be
+                )
         except aiormq.exceptions.PublishError:
             raise Unroutable(f"no queue is bound to {routing_key!r}") from None
         except aiormq.exceptions.DeliveryError as exc:
@@ -257,8 +293,7 @@ class RabbitBus:
             raise BrokerUnavailable(f"lost the broker while publishing: {exc!r}") from None
 
     async def _send_to_queue(self, queue: str, out: Outgoing) -> None:
-        _, channel, _ = self._require()
-        await self._send(channel.default_exchange, out, queue)
+        await self._send("", out, queue)
 
     async def declare(self, queue: QueueSpec) -> None:
         self._require()
@@ -272,6 +307,18 @@ class RabbitBus:
                 durable=True,
                 arguments=delay_arguments(queue.name, delay),
             )
+
+    async def queue_stats(self, name: str) -> QueueStats | None:
+        connection, _, _ = self._require()
+        channel = await connection.channel(publisher_confirms=False)
+        try:
+            queue = await channel.declare_queue(name, passive=True, robust=False)
+        except aio_pika.exceptions.ChannelClosed:
+            return None
+        finally:
+            await _bounded(channel.close())
+        result = queue.declaration_result
+        return QueueStats(messages=result.message_count or 0, consumers=result.consumer_count or 0)
 
     async def consume(self, queue: QueueSpec, handler: Handler) -> RabbitConsumer:
         await self.declare(queue)
@@ -316,7 +363,7 @@ class RabbitBus:
             for key in keys:
                 await queue.bind(self._settings.exchange, routing_key=key)
             async with queue.iterator(no_ack=True) as messages:
-                async for message in messages:
+                async for message in until_lost(messages, connection):
                     event = _tapped(message)
                     if event is not None:
                         yield event
@@ -335,7 +382,7 @@ class RabbitBus:
             )
             offset: datetime | str = since if since is not None else "first"
             async with queue.iterator(arguments={"x-stream-offset": offset}) as messages:
-                async for message in messages:
+                async for message in until_lost(messages, connection):
                     await message.ack()
                     event = _tapped(message)
                     if event is not None and (since is None or event.time >= since):

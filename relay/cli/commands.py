@@ -7,6 +7,7 @@ from types import ModuleType
 
 from relay import logging as relay_logging
 from relay.bus import Bus, connect
+from relay.errors import BrokerUnavailable
 from relay.settings import Settings, load_settings
 
 # Command modules added by later features register here (each has ``register(subparsers)``).
@@ -30,5 +31,8 @@ async def broker_bus(args: argparse.Namespace, command: str) -> Bus:
             f"relay {command} needs a RabbitMQ broker: memory:// lives inside one process"
         )
     bus = connect(settings.broker)
-    await bus.start()
+    try:
+        await bus.start()
+    except BrokerUnavailable as exc:
+        raise SystemExit(f"relay {command}: {exc}") from None
     return bus

@@ -14,8 +14,10 @@ import structlog
 from aiohttp import web
 
 import workers
+from relay import queuewatch
 from relay.bus import Bus, connect
 from relay.cli.commands import settings_for
+from relay.gctune import tune_gc
 from relay.settings import Settings
 from workers.runtime import WorkerHost, stop_signal
 
@@ -79,10 +81,15 @@ async def serve(settings: Settings, *, gateway: bool, names: list[str], grace: f
     host = WorkerHost(bus, settings, [workers.create(n, settings) for n in names])
     runner = await _start_gateway(settings, bus) if gateway else await _start_metrics(settings, bus)
     await host.start()
+    prefix = settings.broker.queue_prefix
+    queues = [f"{prefix}.{name}" for name in workers.WORKERS]
+    sampler = asyncio.create_task(queuewatch.poll(bus, queues, prefix), name="queue-metrics")
+    tune_gc()
     try:
         await stop_signal().wait()
         log.info("stopping", grace=grace)
     finally:
+        sampler.cancel()
         if runner is not None:
             await runner.shutdown()
         await host.stop(grace=grace)

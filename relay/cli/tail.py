@@ -9,6 +9,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 from relay.cli.commands import broker_bus
+from relay.errors import BrokerUnavailable
 from relay.events import CloudEvent
 
 _COLOURS = {"failed": "\x1b[31m", "ready": "\x1b[32m", "deleted": "\x1b[33m"}
@@ -48,6 +49,9 @@ async def _tail(args: argparse.Namespace) -> int:
                 else line(event, colour=colour)
             )
             sys.stdout.flush()
+    except BrokerUnavailable as exc:
+        print(f"relay tail: {exc}", file=sys.stderr)
+        return 1
     finally:
         await bus.close()
     return 0

@@ -11,7 +11,15 @@ import re
 from pathlib import PurePosixPath
 from typing import Annotated
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    field_validator,
+    model_validator,
+)
 
 APP_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -21,13 +29,21 @@ IMAGE_REF = re.compile(
     r"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
 )
+HEALTH_PATH = re.compile(r"^/[\x21-\x7e]*$")
+CLONE_URL = re.compile(r"^(https?://|ssh://|git@)")
 MAX_APP_LENGTH = 40
+# Validators use fullmatch: with match, "$" also matches before a trailing newline ("hello\n").
+
+
+def _pattern(regex: re.Pattern[str]) -> dict[str, JsonValue]:
+    """The regex a validator applies, for the JSON schema (the OpenAPI document) to show."""
+    return {"pattern": regex.pattern}
 
 
 def check_app_name(value: str) -> str:
     if len(value) > MAX_APP_LENGTH:
         raise ValueError(f"app must be at most {MAX_APP_LENGTH} characters")
-    if not APP_NAME.match(value):
+    if not APP_NAME.fullmatch(value):
         raise ValueError("app must be a DNS-1123 label: lower-case letters, digits and '-'")
     return value
 
@@ -49,7 +65,12 @@ class _Strict(BaseModel):
 
 
 class GitSource(_Strict):
-    url: str = Field(description="Clone URL (https or ssh).", min_length=1, max_length=2048)
+    url: str = Field(
+        description="Clone URL (https or ssh).",
+        min_length=1,
+        max_length=2048,
+        json_schema_extra={"pattern": CLONE_URL.pattern},
+    )
     ref: str = Field(default="main", description="Branch, tag or commit.", max_length=255)
     path: str = Field(default=".", description="Build context inside the repository.")
 
@@ -61,7 +82,7 @@ class GitSource(_Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if value.startswith("-") or not re.match(r"^(https?://|ssh://|git@)", value):
+        if value.startswith("-") or not CLONE_URL.match(value):
             raise ValueError("url must be an https://, http://, ssh:// or git@ clone URL")
         return value
 
@@ -96,15 +117,34 @@ class Resources(_Strict):
 
 
 class DeployRequest(_Strict):
-    app: Annotated[str, Field(description="DNS-1123 label, at most 40 characters.")]
-    version: Annotated[str, Field(description="Image tag of this version.")]
-    image: str | None = Field(default=None, description="Prebuilt image; its digest is pinned.")
+    app: Annotated[
+        str,
+        Field(
+            description="DNS-1123 label, at most 40 characters.",
+            json_schema_extra={"pattern": APP_NAME.pattern, "maxLength": MAX_APP_LENGTH},
+        ),
+    ]
+    version: Annotated[
+        str,
+        Field(description="Image tag of this version.", json_schema_extra=_pattern(IMAGE_TAG)),
+    ]
+    image: str | None = Field(
+        default=None,
+        description="Prebuilt image; its digest is pinned.",
+        json_schema_extra=_pattern(IMAGE_REF),
+    )
     source: Source | None = Field(default=None, description="What to build instead of image.")
     port: int = Field(default=8080, ge=1, le=65535, description="Container port.")
     replicas: int = Field(default=1, ge=0, le=20, description="Pods to run.")
-    env: dict[str, str] = Field(default_factory=dict, description="Container environment.")
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Container environment.",
+        json_schema_extra={"propertyNames": _pattern(ENV_NAME)},
+    )
     health_path: str | None = Field(
-        default=None, description="HTTP path for probes; TCP probes on the port without it."
+        default=None,
+        description="HTTP path for probes; TCP probes on the port without it.",
+        json_schema_extra=_pattern(HEALTH_PATH),
     )
     resources: Resources | None = Field(default=None, description="Overrides of the defaults.")
     callback_url: AnyHttpUrl | None = Field(default=None, description="Where the result is POSTed.")
@@ -117,21 +157,21 @@ class DeployRequest(_Strict):
     @field_validator("version")
     @classmethod
     def _version(cls, value: str) -> str:
-        if not IMAGE_TAG.match(value):
+        if not IMAGE_TAG.fullmatch(value):
             raise ValueError("version must be a valid image tag ([A-Za-z0-9_.-], at most 128)")
         return value
 
     @field_validator("image")
     @classmethod
     def _image(cls, value: str | None) -> str | None:
-        if value is not None and not IMAGE_REF.match(value):
+        if value is not None and not IMAGE_REF.fullmatch(value):
             raise ValueError("image must be a reference like registry:5000/name:tag")
         return value
 
     @field_validator("env")
     @classmethod
     def _env(cls, value: dict[str, str]) -> dict[str, str]:
-        bad = [k for k in value if not ENV_NAME.match(k)]
+        bad = [k for k in value if not ENV_NAME.fullmatch(k)]
         if bad:
             raise ValueError(f"env names must be identifiers: {', '.join(sorted(bad))}")
         return value
@@ -139,7 +179,7 @@ class DeployRequest(_Strict):
     @field_validator("health_path")
     @classmethod
     def _health(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^/[\x21-\x7e]*$", value):
+        if value is not None and not HEALTH_PATH.fullmatch(value):
             raise ValueError("health_path must start with '/' and hold no spaces")
         return value
 

@@ -67,7 +67,7 @@ def new_event(
 ) -> CloudEvent:
     """Build an envelope for ``data``; ``routing_key`` is needed only for ``git.<other>``."""
     key = routing_key or data.ROUTING_KEY
-    if not ROUTING_KEY.match(key):
+    if not ROUTING_KEY.fullmatch(key):
         raise ValueError(f"not a routing key: {key!r}")
     return CloudEvent(
         id=event_id or str(uuid.uuid4()),
@@ -99,7 +99,7 @@ def decode(
         event = CloudEvent.model_validate(raw)
     except ValidationError as exc:
         raise InvalidEvent(f"not a CloudEvent: {_first(exc)}") from None
-    if not event.type.startswith(PREFIX) or not ROUTING_KEY.match(event.routing_key):
+    if not event.type.startswith(PREFIX) or not ROUTING_KEY.fullmatch(event.routing_key):
         raise InvalidEvent(f"type {event.type!r} is not a relay event type")
     if routing_key is not None and routing_key != event.routing_key:
         raise InvalidEvent(f"routing key {routing_key!r} does not match type {event.type!r}")

@@ -16,12 +16,11 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
-from relay.events import new_event
 from relay.events.data import AppDeleteRequested, DeployRequested, EventData
 from relay.events.deploy import DeployRequest, check_app_name
 from relay.gateway.body import read_body, require_media_type
 from relay.gateway.errors import BadRequest, NotFound, Unprocessable
-from relay.gateway.publish import publish_confirmed
+from relay.gateway.publish import event_for, publish_confirmed
 from relay.gateway.state import STATE, GatewayState
 from relay.gateway.status import TRACKER
 from relay.logging import bind_context
@@ -81,7 +80,7 @@ async def _start(
             return web.json_response({**seen, "duplicate": True})
     deployment_id = str(uuid.uuid4())
     try:
-        event = new_event(
+        event = event_for(
             data, source=request.path, subject=app, deploymentid=deployment_id, app=app
         )
         with bind_context(deployment_id=deployment_id, app=app, event_id=event.id):

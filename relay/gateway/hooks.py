@@ -7,21 +7,23 @@ and the publish (202 only after the broker confirmed).
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from fnmatch import fnmatchcase
 from typing import Any
 
 import structlog
 from aiohttp import web
+from pydantic import ValidationError
 
-from relay.events import new_event
 from relay.gateway.body import read_body, require_media_type
 from relay.gateway.errors import NotFound
-from relay.gateway.publish import publish_confirmed
+from relay.gateway.publish import event_for, publish_confirmed
 from relay.gateway.state import STATE, GatewayState
 from relay.logging import bind_context
-from relay.receivers import PROVIDERS, ParsedEvent, Receiver
+from relay.receivers import PROVIDERS, ParsedEvent, PayloadError, Provider, Receiver
 from relay.receivers.base import routing_word
+from relay.signing import header_bytes
 
 log = structlog.get_logger(__name__)
 EVENT_NAMESPACE = uuid.UUID("6b1d3f2e-5f43-4c53-9a7e-2f0c1b7c9e11")
@@ -31,7 +33,10 @@ def event_id(receiver: Receiver, event: ParsedEvent) -> str:
     """Stable for a redelivered event (consumers skip ids they saw), random without a key."""
     if event.dedupe_key is None:
         return str(uuid.uuid4())
-    return str(uuid.uuid5(EVENT_NAMESPACE, f"{receiver.name}\n{event.dedupe_key}"))
+    # uuid5 over the bytes sent: a delivery header need not be UTF-8 (aiohttp surrogate-escapes)
+    name = header_bytes(f"{receiver.name}\n{event.dedupe_key}")
+    digest = hashlib.sha1(EVENT_NAMESPACE.bytes + name, usedforsecurity=False).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=5))
 
 
 def excluded(receiver: Receiver, event: ParsedEvent) -> str | None:
@@ -61,8 +66,20 @@ async def hook(request: web.Request) -> web.Response:
     body = await read_body(request, limit=http.max_body_bytes, within=http.read_timeout)
     with bind_context(receiver=name, delivery=provider.delivery_id(request.headers)):
         provider.verify(request.headers, body, receiver.secrets)
-        events = provider.parse(request.headers, body, receiver)
+        events = _parse(provider, request, body, receiver)
         return await _publish(state, receiver, events)
+
+
+def _parse(
+    provider: Provider, request: web.Request, body: bytes, receiver: Receiver
+) -> list[ParsedEvent]:
+    """The provider's events; a field of the wrong type for its event model is a bad payload."""
+    try:
+        return provider.parse(request.headers, body, receiver)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(body)"
+        raise PayloadError(f"the payload does not fit {exc.title}: {where}: {err['msg']}") from None
 
 
 async def _publish(
@@ -107,7 +124,7 @@ async def _publish_each(
 
 
 async def _publish_one(state: GatewayState, receiver: Receiver, parsed: ParsedEvent) -> str | None:
-    event = new_event(
+    event = event_for(
         parsed.data,
         source=f"/hook/{receiver.name}",
         routing_key=parsed.routing_key,

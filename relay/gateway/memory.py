@@ -39,6 +39,10 @@ class Window:
                 return True, None
             await asyncio.shield(waiter)
 
+    def __len__(self) -> int:
+        """Keys remembered (at most ``size``) plus keys in flight (one per open request)."""
+        return len(self._done) + len(self._busy)
+
     def finish(self, key: str, value: Any = True) -> None:
         if self._size > 0:
             self._done[key] = value
@@ -59,6 +63,10 @@ class SignatureLedger:
     def __init__(self, window: float) -> None:
         self._keep = 2 * window + 5
         self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        """Signatures held: those used within the last ``2 * window + 5`` seconds."""
+        return len(self._seen)
 
     @asynccontextmanager
     async def once(self, signature: str) -> AsyncIterator[None]:

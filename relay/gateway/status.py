@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 
 import structlog
@@ -34,6 +35,8 @@ STATUSES = (
 )
 HEARTBEAT_SECONDS = 15.0
 UNKNOWN_GRACE_SECONDS = 2.0
+# ASCII digits only: int() also takes " 7", "1_0" and other scripts' digits
+WHOLE_NUMBER = re.compile(r"^-?[0-9]{1,4000}$")  # int() refuses over 4300 digits
 
 
 async def list_deployments(request: web.Request) -> web.Response:
@@ -41,11 +44,11 @@ async def list_deployments(request: web.Request) -> web.Response:
     status = query.get("status")
     if status is not None and status not in STATUSES:
         return _json_error(400, "bad_query", f"status must be one of {', '.join(STATUSES)}")
-    try:
-        limit = min(max(int(query.get("limit", "50")), 1), 500)
-        offset = max(int(query.get("offset", "0")), 0)
-    except ValueError:
+    limit_raw, offset_raw = query.get("limit", "50"), query.get("offset", "0")
+    if not WHOLE_NUMBER.fullmatch(limit_raw) or not WHOLE_NUMBER.fullmatch(offset_raw):
         return _json_error(400, "bad_query", "limit and offset must be whole numbers")
+    limit = min(max(int(limit_raw), 1), 500)
+    offset = max(int(offset_raw), 0)
     found = request.app[TRACKER].list(
         app=query.get("app"), status=status, limit=limit, offset=offset
     )

@@ -25,6 +25,7 @@ ZERO_SHA = "0" * 40
 JSON_TYPES = frozenset({"application/json"})
 FORM_TYPE = "application/x-www-form-urlencoded"
 _NOT_WORD = re.compile(r"[^a-z0-9]+")
+TYPED_WORDS = frozenset({"push", "tag", "ping"})  # git.<word> keys whose data has its own model
 _SUMMARY_KEYS = ("action", "number", "iid", "ref", "ref_type", "state", "status", "title", "tag")
 _NESTED = ("pull_request", "pullrequest", "object_attributes", "release", "workflow_run", "package")
 
@@ -80,16 +81,21 @@ def media_type(headers: Headers) -> str:
 
 
 def load_json(raw: bytes) -> Any:
+    """The JSON value of a body, or ``PayloadError``: not UTF-8 or not JSON, an integer longer
+    than Python converts, or nesting deeper than it parses."""
     try:
         return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
         raise PayloadError(f"the body is not valid JSON: {exc}") from None
 
 
 def load_object(headers: Headers, raw: bytes) -> dict[str, Any]:
     """The JSON object of a body, from JSON or a form field ``payload=`` (GitHub, Gitea)."""
     if media_type(headers) == FORM_TYPE:
-        fields = urllib.parse.parse_qs(raw.decode("utf-8", "replace"), max_num_fields=50)
+        try:
+            fields = urllib.parse.parse_qs(raw.decode("utf-8", "replace"), max_num_fields=50)
+        except ValueError as exc:
+            raise PayloadError(f"the form body is not acceptable: {exc}") from None
         if "payload" not in fields:
             raise PayloadError("a form-encoded body needs a payload= field")
         raw = fields["payload"][0].encode()
@@ -113,6 +119,19 @@ def need(value: Any, path: str) -> Any:
     if found is None or found == "":
         raise PayloadError(f"the payload has no {path}")
     return found
+
+
+def need_text(value: Any, path: str) -> str:
+    """Like ``need``, for a field that must be a string."""
+    found = need(value, path)
+    if not isinstance(found, str):
+        raise PayloadError(f"the payload's {path} is not a string")
+    return found
+
+
+def text(value: Any) -> str | None:
+    """``value`` if it is a string, else None (an optional field of the wrong type)."""
+    return value if isinstance(value, str) else None
 
 
 def routing_word(name: str) -> str:
@@ -194,8 +213,14 @@ def other_event(
     repository: Repository | None,
     dedupe_key: str | None,
 ) -> ParsedEvent:
-    """Any event that is not a push: ``git.<event>`` with a summary and the original payload."""
+    """Any event that is not a push: ``git.<event>`` with a summary and the original payload.
+
+    An event named like a typed one (``push``, ``tag``, ``ping``) whose payload lacks its fields
+    is refused: published as ``git.push`` with other data, every consumer would reject it.
+    """
     word = routing_word(event)
+    if word in TYPED_WORDS:
+        raise PayloadError(f"a {event!r} event needs the payload of one (ref, before, after, ...)")
     action = payload.get("action")
     data = GitOther(
         provider=provider,

@@ -21,8 +21,10 @@ from relay.receivers.base import (
     dig,
     load_object,
     need,
+    need_text,
     other_event,
     ref_change,
+    text,
 )
 from relay.signing import SignatureError, verify_prefixed
 
@@ -75,6 +77,8 @@ def parse_cloud(headers: Headers, raw_body: bytes, receiver: Receiver) -> list[P
     actor = dig(payload, "actor.username") or dig(payload, "actor.nickname")
     found = []
     for index, change in enumerate(changes if isinstance(changes, list) else []):
+        if not isinstance(change, dict):
+            raise PayloadError(f"push.changes[{index}] is not an object")
         old_ref, before = _cloud_ref(change.get("old"))
         new_ref, after = _cloud_ref(change.get("new"))
         commits = change.get("commits")
@@ -82,8 +86,8 @@ def parse_cloud(headers: Headers, raw_body: bytes, receiver: Receiver) -> list[P
             ref_change(
                 provider="bitbucket",
                 receiver=receiver,
-                repository=repo or Repository(full_name=need(payload, "repository.full_name")),
-                ref=new_ref or old_ref or need(change, "new.name"),
+                repository=repo or Repository(full_name=need_text(payload, "repository.full_name")),
+                ref=new_ref or old_ref or need_text(change, "new.name"),
                 before=before,
                 after=after,
                 commits=len(commits) if isinstance(commits, list) else 0,
@@ -100,8 +104,12 @@ def _server_repository(repo: Any) -> Repository | None:
     if not isinstance(key, str) or not isinstance(slug, str):
         return None
     clones = dig(repo, "links.clone", [])
-    http = [c.get("href") for c in clones if isinstance(c, dict) and c.get("name") == "http"]
-    return Repository(full_name=f"{key}/{slug}", clone_url=http[0] if http else None)
+    http = [
+        c.get("href")
+        for c in (clones if isinstance(clones, list) else [])
+        if isinstance(c, dict) and c.get("name") == "http"
+    ]
+    return Repository(full_name=f"{key}/{slug}", clone_url=text(http[0]) if http else None)
 
 
 def parse_server(headers: Headers, raw_body: bytes, receiver: Receiver) -> list[ParsedEvent]:
@@ -141,7 +149,7 @@ def parse_server(headers: Headers, raw_body: bytes, receiver: Receiver) -> list[
             provider="bitbucket-server",
             receiver=receiver,
             repository=repo,
-            ref=need(change, "refId") if "refId" in change else need(change, "ref.id"),
+            ref=need_text(change, "refId") if "refId" in change else need_text(change, "ref.id"),
             before=str(change.get("fromHash") or ZERO_SHA),
             after=str(change.get("toHash") or ZERO_SHA),
             pusher=actor if isinstance(actor, str) else None,

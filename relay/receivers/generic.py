@@ -3,7 +3,8 @@
 
 A GitHub-shaped push body (``ref``, ``before``, ``after``, ``repository.full_name``) becomes
 ``git.push`` / ``git.tag``, so a script or CI job can stand in for a Git server; anything else is
-published as ``git.<X-Event header, else "webhook">`` with the original payload.
+published as ``git.<X-Event header, else "webhook">`` with the original payload; an event named
+``ping`` is a ping (200).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def _parser(provider: str) -> Callable[[Headers, bytes, Receiver], list[ParsedEv
     def parse(headers: Headers, raw_body: bytes, receiver: Receiver) -> list[ParsedEvent]:
         payload = load_object(headers, raw_body)
         delivery = delivery_id(headers)
+        if event_name(headers) == "ping":
+            return [github.ping(payload, receiver, delivery, provider=provider)]
         if all(dig(payload, k) for k in ("ref", "before", "after", "repository.full_name")):
             return [github.push(payload, receiver, delivery, provider=provider, event="push")]
         return [

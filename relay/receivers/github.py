@@ -17,9 +17,10 @@ from relay.receivers.base import (
     Receiver,
     dig,
     load_object,
-    need,
+    need_text,
     other_event,
     ref_change,
+    text,
 )
 from relay.signing import HEX_ALGORITHMS, SignatureError, verify_prefixed
 
@@ -50,7 +51,7 @@ def repository(payload: dict[str, object]) -> Repository | None:
     name = dig(payload, "repository.full_name")
     if not isinstance(name, str):
         return None
-    return Repository(full_name=name, clone_url=dig(payload, "repository.clone_url"))
+    return Repository(full_name=name, clone_url=text(dig(payload, "repository.clone_url")))
 
 
 def parse(headers: Headers, raw_body: bytes, receiver: Receiver) -> list[ParsedEvent]:
@@ -82,7 +83,7 @@ def push(
     event: str,
 ) -> ParsedEvent:
     """A GitHub-shaped push body (GitHub, Gitea, Forgejo, generic receivers)."""
-    repo = repository(payload) or Repository(full_name=need(payload, "repository.full_name"))
+    repo = repository(payload) or Repository(full_name=need_text(payload, "repository.full_name"))
     commits = dig(payload, "total_commits")
     if not isinstance(commits, int):
         listed = dig(payload, "commits", [])
@@ -94,9 +95,9 @@ def push(
         provider=provider,
         receiver=receiver,
         repository=repo,
-        ref=need(payload, "ref"),
-        before=need(payload, "before"),
-        after=need(payload, "after"),
+        ref=need_text(payload, "ref"),
+        before=need_text(payload, "before"),
+        after=need_text(payload, "after"),
         commits=commits,
         pusher=pusher if isinstance(pusher, str) else None,
         event=event,

@@ -19,9 +19,10 @@ from relay.receivers.base import (
     Receiver,
     dig,
     load_object,
-    need,
+    need_text,
     other_event,
     ref_change,
+    text,
 )
 from relay.signing import WEBHOOK_SIGNATURE, SignatureError, verify_standard, verify_token
 
@@ -54,14 +55,14 @@ def repository(payload: dict[str, Any]) -> Repository | None:
     if not isinstance(name, str):
         return None
     clone = dig(payload, "project.git_http_url") or dig(payload, "repository.git_http_url")
-    return Repository(full_name=name, clone_url=clone)
+    return Repository(full_name=name, clone_url=text(clone))
 
 
 def parse(headers: Headers, raw_body: bytes, receiver: Receiver) -> list[ParsedEvent]:
     payload = load_object(headers, raw_body)
     event = event_name(headers) or str(payload.get("object_kind") or "unknown")
     delivery = delivery_id(headers)
-    if payload.get("object_kind") in PUSH_KINDS:
+    if text(payload.get("object_kind")) in PUSH_KINDS:
         repo = repository(payload)
         if repo is None:
             raise PayloadError("the payload has no project.path_with_namespace")
@@ -72,9 +73,9 @@ def parse(headers: Headers, raw_body: bytes, receiver: Receiver) -> list[ParsedE
                 provider="gitlab",
                 receiver=receiver,
                 repository=repo,
-                ref=need(payload, "ref"),
-                before=need(payload, "before"),
-                after=need(payload, "after"),
+                ref=need_text(payload, "ref"),
+                before=need_text(payload, "before"),
+                after=need_text(payload, "after"),
                 commits=commits if isinstance(commits, int) else 0,
                 pusher=pusher if isinstance(pusher, str) else None,
                 event=event,

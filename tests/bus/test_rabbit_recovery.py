@@ -134,3 +134,24 @@ async def test_a_retry_that_cannot_be_published_leaves_the_message_on_its_queue(
     first, again = seen.seen[0].message, seen.seen[1].message
     assert (first.attempt, again.attempt, again.redelivered) == (1, 1, True)
     assert {s.message.message_id for s in seen.seen} == {sent.id}
+
+
+async def test_history_and_tap_readers_end_when_the_connection_drops(rabbit_env: BusEnv) -> None:
+    """A robust connection restores its channels but not these readers' consumers: a reader that
+    kept waiting would never see another event (the gateway's status feed froze after a broker
+    restart). It ends with BrokerUnavailable instead, and its caller reads again."""
+    bus = await rabbit_env.bus(history=True)
+    before = event("git.before")
+    await bus.publish(before)
+    history, tap = bus.history(), bus.tap(("git.#",))
+    assert (await asyncio.wait_for(anext(history), WAIT)).id == before.id
+    tapped = asyncio.ensure_future(anext(tap))
+    await asyncio.sleep(0.5)  # the tap's queue is declared and bound on its first step
+    live = event("git.live")
+    await bus.publish(live)
+    assert (await asyncio.wait_for(tapped, WAIT)).id == live.id
+    assert (await asyncio.wait_for(anext(history), WAIT)).id == live.id
+    async with outage(vhost_of(rabbit_env)):
+        for reader in (history, tap):
+            with pytest.raises(BrokerUnavailable):
+                await asyncio.wait_for(anext(reader), WAIT)

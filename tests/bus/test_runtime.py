@@ -134,6 +134,28 @@ async def test_an_event_id_already_handled_is_acked_without_running_again(env: B
     assert await bus.dead_letters() == []
 
 
+async def test_a_dead_letter_replayed_to_the_same_process_runs_again(env: BusEnv) -> None:
+    """``relay dlq replay`` while the worker that gave up is still running: it runs the work."""
+    fixed = asyncio.Event()
+
+    async def until_fixed(event: CloudEvent, ctx: Context) -> None:
+        if not fixed.is_set():
+            raise Permanent("registry_unreachable", "connection refused")
+
+    worker = ScriptedWorker(until_fixed)
+    failures = await run(env, worker)
+    bus = await env.bus()
+    sent = event("git.work", deploymentid="dep-5")
+    await bus.publish(sent)
+    (dead,) = await dead_letters(bus, 1)
+    fixed.set()
+    assert await bus.replay(dead.id)
+    await eventually(lambda: len(worker.calls) == 2)
+    assert [call[0] for call in worker.calls] == [sent.id, sent.id]
+    await eventually(lambda: len(failures.seen) == 1)
+    assert await bus.dead_letters() == []
+
+
 async def test_a_stopping_host_lets_in_flight_work_finish_within_the_grace(env: BusEnv) -> None:
     started, finished = asyncio.Event(), asyncio.Event()
 

@@ -250,3 +250,20 @@ def test_commit_message_names_apps_versions_and_deployments() -> None:
     assert subject == "relay: deploy app0 v0, app1 v1, app2 v2 (+2 more)"
     for op in ops:
         assert f"{op.app} {op.version} (deployment {op.deployment_id})" in body
+
+
+def test_libyaml_and_pure_python_emitters_write_the_same_bytes() -> None:
+    from workers.commit import render
+
+    for spec in SPECS:
+        for name, body in render_app(spec, HARDENED).items():
+            obj = yaml.safe_load(body)
+            pure = yaml.dump(
+                obj,
+                Dumper=yaml.SafeDumper,
+                sort_keys=False,
+                default_flow_style=False,
+                allow_unicode=True,
+                width=4096,
+            )
+            assert render.dump(obj) == pure.encode(), name

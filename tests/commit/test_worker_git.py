@@ -194,6 +194,30 @@ async def test_redelivered_deploy_makes_no_new_commit(harness: Harness) -> None:
     assert sorted(repeat.data["paths"]) == sorted(p for p in done.data["paths"] if p != PARENT)
 
 
+@pytest.mark.parametrize("same_batch", [False, True])
+async def test_redelivery_after_a_newer_deploy_reports_its_commit(
+    harness: Harness, same_batch: bool
+) -> None:
+    """A deploy committed, then a newer version of its app, then the first one's event again (a
+    build worker killed before its ack publishes image.pushed twice): the first deployment was
+    committed, so it is reported committed, not failed as superseded."""
+    first = image_pushed("app", "v1", requested_at=later(0), deployment_id="dep-first")
+    [done] = await harness.run(first)
+    newer = image_pushed("app", "v2", requested_at=later(10))
+    again = image_pushed("app", "v1", requested_at=later(0), deployment_id="dep-first")
+    if same_batch:
+        results = {r.deploymentid: r for r in await harness.run(newer, again)}
+        repeat = results["dep-first"]
+        assert results[newer.deploymentid].routing_key == "manifests.committed"
+    else:
+        await harness.run(newer)
+        [repeat] = await harness.run(again)
+    assert repeat.routing_key == "manifests.committed", repeat.data
+    assert repeat.data["commit"] == done.data["commit"]
+    assert image_of(harness, "app") == newer.data["image"]
+    assert relay_commits(harness.server) == 2
+
+
 async def test_deleting_one_app_touches_no_other(harness: Harness) -> None:
     await harness.run(*(image_pushed(app, "v1") for app in ("a", "b", "c")))
     files = {f for f in harness.server.list_files() if f.startswith(GITOPS_PATH)}

@@ -73,10 +73,12 @@ def rabbit_bus(url: str, **settings: Any) -> RabbitBus:
 
 
 class EventReader:
-    """An exclusive queue bound to ``relay.events`` with ``keys``; returns decoded envelopes."""
+    """An exclusive queue bound to ``exchange`` with ``keys``; returns decoded envelopes."""
 
-    def __init__(self, url: str, keys: tuple[str, ...] = ("#",)) -> None:
-        self._url, self._keys = url, keys
+    def __init__(
+        self, url: str, keys: tuple[str, ...] = ("#",), *, exchange: str = "relay.events"
+    ) -> None:
+        self._url, self._keys, self._exchange = url, keys, exchange
         self._connection: Any = None
         self._queue: Any = None
 
@@ -84,7 +86,7 @@ class EventReader:
         self._connection = await aio_pika.connect(self._url, timeout=5)
         channel = await self._connection.channel()
         exchange = await channel.declare_exchange(
-            "relay.events", aio_pika.ExchangeType.TOPIC, durable=True
+            self._exchange, aio_pika.ExchangeType.TOPIC, durable=True
         )
         self._queue = await channel.declare_queue(exclusive=True, auto_delete=True)
         for key in self._keys:

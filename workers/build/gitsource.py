@@ -80,7 +80,7 @@ async def git_context(
     recorder: ArgvRecorder | None = None,
 ) -> BuildContext:
     """Fetch ``source.ref`` at depth 1 into ``workdir/repo`` and use ``source.path`` in it."""
-    if not _REF.match(source.ref) or ".." in source.ref:
+    if not _REF.fullmatch(source.ref) or ".." in source.ref:
         raise Permanent("invalid_source", f"git ref {source.ref!r} is not a branch, tag or commit")
     repo = workdir / "repo"
     url, authorization = split_credentials(source.url)

@@ -43,17 +43,26 @@ class Committer:
         winners = newest_per_app(ops)
         with bind_context(worker="commit", stage="commit", batch_size=len(ops)):
             done = await self._write(list(winners.values()))
-        return [self._outcome(op, winners[op.app], done) for op in ops]
+        return [await self._outcome(op, winners[op.app], done) for op in ops]
 
-    def _outcome(
+    async def _outcome(
         self, op: Op, winner: Op, done: dict[str, Done | BaseException]
     ) -> Done | BaseException:
         if op is winner or same_request(op, winner):
             return done[op.app]
-        return Permanent(
-            "superseded",
-            f"a newer request for app {op.app} ({winner.describe()}) arrived in the same batch",
+        return await self._superseded(
+            op, f"a newer request for app {op.app} ({winner.describe()}) arrived in the same batch"
         )
+
+    async def _superseded(self, op: Op, detail: str) -> Done | BaseException:
+        """An op older than what the remote holds for its app. If a commit already names its
+        deployment, this is a redelivery of work that was done (a worker died before its ack, or
+        an upstream redelivery repeated the event): report that commit, not a failure."""
+        sha = await self.repo.commit_naming(op.deployment_id)
+        if sha is None:
+            return Permanent("superseded", detail)
+        log.info("deployment already committed, redelivery answered with its commit", commit=sha)
+        return Done(commit=sha, paths=(), changed=False, pushes=0)
 
     async def _write(self, ops: list[Op]) -> dict[str, Done | BaseException]:
         for attempt in range(1, self.attempts + 1):
@@ -117,7 +126,7 @@ class Committer:
         for op in ops:
             result = applied[op.app]
             if result.status == "superseded":
-                results[op.app] = Permanent("superseded", result.detail)
+                results[op.app] = await self._superseded(op, result.detail)
             elif result.status == "changed" and sha:
                 results[op.app] = Done(commit=sha, paths=result.paths, changed=True, pushes=tries)
             else:

