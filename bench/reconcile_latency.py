@@ -26,9 +26,7 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import tracemalloc
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +34,8 @@ from typing import Any
 
 import yaml
 
-from bench.reconcile_waits import bare_waits, relay_waits
+from bench.reconcile_waits import WAITS, kube_and_vhost, measure
+from bench.summary import Goal, Metric
 from relay.bus import Ack, Bus, Incoming, Outcome, QueueSpec, connect
 from relay.events import new_event
 from relay.events.data import GitOther, GitPush, Repository
@@ -46,9 +45,7 @@ from relay.logging import configure
 from relay.settings import KubernetesSettings, Settings
 from tests.kube.realkube import AdminApi
 from tests.kube.standins import git_repository
-from tests.support.kube_fixtures import ensure_kube_binaries
 from tests.support.kubeapi import KubeAPIServer
-from tests.support.rabbitmq import create_vhost, delete_vhost, url_for
 from workers.reconcile.flux import REQUESTED_AT, annotation_patch, requested_at_now
 
 N = 1000
@@ -56,7 +53,6 @@ ROUNDS = 5
 TARGETS = 40
 RATE = 50.0  # events per second
 WARMUP = 2 * TARGETS
-WAITS = 1000
 ROOT = Path(__file__).resolve().parents[1]
 HEAD = "b" * 40
 
@@ -356,44 +352,54 @@ def table(lat: dict[str, list[float]], memory: dict[str, Any]) -> str:
     )
     heap, size, streams = memory["relay"]
     bare_heap, bare_rss = memory["bare"]
+    waits = memory["waits"]
     rows += [
         "",
-        f"| {WAITS:,} concurrent waits | Python heap | RSS | per wait (heap) | watch streams |",
+        f"| {waits:,} concurrent waits | Python heap | RSS | per wait (heap) | watch streams |",
         "|---|---:|---:|---:|---:|",
-        f"| watch worker (RabbitMQ prefetch {WAITS}) | {heap / 2**20:.1f} MiB "
-        f"| {size / 2**20:.1f} MiB | {heap / WAITS / 1024:.1f} KiB | {streams} |",
+        f"| watch worker (RabbitMQ prefetch {waits}) | {heap / 2**20:.1f} MiB "
+        f"| {size / 2**20:.1f} MiB | {heap / waits / 1024:.1f} KiB | {streams} |",
         f"| bare tasks awaiting an Event | {bare_heap / 2**20:.1f} MiB "
-        f"| {bare_rss / 2**20:.1f} MiB | {bare_heap / WAITS / 1024:.1f} KiB | 0 |",
+        f"| {bare_rss / 2**20:.1f} MiB | {bare_heap / waits / 1024:.1f} KiB | 0 |",
     ]
     return "\n".join(rows)
 
 
 async def run(server: KubeAPIServer, amqp: str, tmp: Path) -> str:
     lat = await push_to_patch(server, amqp, tmp)
-    tracemalloc.start()
-    settings = Settings.model_validate(config_for(server, amqp, uuid.uuid4().hex[:6], None))
-    memory = {
-        "bare": await bare_waits(WAITS),
-        "relay": await relay_waits(server, settings, WAITS),
-    }
-    tracemalloc.stop()
+    memory = await measure(server, amqp, WAITS)
     print(f"relay p50 {statistics.median(lat['relay']) * 1000:.1f} ms")
     return table(lat, memory)
+
+
+def collect(quick: bool = True) -> list[Metric]:
+    """For ``make bench``: push → patch p50 and p99 against the bare patch, with the goals of
+    issue 7 (p50 <= 15 ms, p99 <= 60 ms). Quick: 200 events per contender, full: 1,000."""
+    global N, ROUNDS
+    N, ROUNDS = (200, 2) if quick else (1000, 5)
+    with kube_and_vhost() as (server, amqp, tmp):
+        lat = asyncio.run(push_to_patch(server, amqp, tmp))
+    metrics = []
+    for q, goal in ((0.5, 15.0), (0.99, 60.0)):
+        metrics.append(
+            Metric(
+                bench="reconcile",
+                name=f"git.push on RabbitMQ -> requestedAt patch seen, p{round(q * 100)}",
+                value=round(pct(lat["relay"], q), 1),
+                unit="ms",
+                baseline=round(pct(lat["bare"], q), 1),
+                baseline_name="bare kubernetes-asyncio patch",
+                goal=Goal(on="value", op="<=", target=goal),
+            )
+        )
+    return metrics
 
 
 def main() -> None:
     configure(level="info", stream=open(os.devnull, "w"))  # noqa: SIM115 - the process's sink
     facts = machine()
-    vhost = create_vhost("relay-bench")
-    with tempfile.TemporaryDirectory(prefix="relay-bench-kube-") as raw:
-        tmp = Path(raw)
-        server = KubeAPIServer(cache_dir=ensure_kube_binaries(), work_dir=tmp / "kube")
-        server.start()
-        try:
-            text = asyncio.run(run(server, url_for(vhost), tmp))
-        finally:
-            server.stop()
-            delete_vhost(vhost)
+    with kube_and_vhost() as (server, amqp, tmp):
+        text = asyncio.run(run(server, amqp, tmp))
     print(text)
     _append(facts, text)
 
