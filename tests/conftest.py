@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from tests.support import rabbitmq
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-AMQP_URL = os.environ.get("RELAY_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
 @pytest.fixture(scope="session")
@@ -23,19 +20,11 @@ def shared_dir() -> Path:
     return SHARED
 
 
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture(scope="session")
 def amqp_url() -> Iterator[str]:
     """The URL of a RabbitMQ vhost of this run's own, deleted afterwards."""
-    vhost = f"relay-test-{uuid.uuid4().hex[:10]}"
-    user = urlsplit(AMQP_URL).username or "guest"
-    _rabbitmqctl("add_vhost", vhost)
-    _rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
-    parts = urlsplit(AMQP_URL)
+    vhost = rabbitmq.create_vhost()
     try:
-        yield urlunsplit((parts.scheme, parts.netloc, "/" + vhost, "", ""))
+        yield rabbitmq.url_for(vhost)
     finally:
-        _rabbitmqctl("delete_vhost", vhost)
+        rabbitmq.delete_vhost(vhost)
