@@ -1,4 +1,8 @@
-"""The event bus: interface (``base``), in-process (``memory``) and RabbitMQ (``rabbitmq``)."""
+"""The event bus: interface (``base``), in-process (``memory``) and RabbitMQ (``rabbitmq``).
+
+``rabbitmq`` holds the ``RabbitBus`` facade over ``rabbit_publisher``, ``rabbit_consumer``,
+``rabbit_readers`` and ``rabbit_common``: the only modules that import ``aio_pika``.
+"""
 
 from __future__ import annotations
 

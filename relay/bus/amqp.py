@@ -1,6 +1,7 @@
 """How the relay's bus rides on AMQP, as plain data: queue arguments and message headers.
 
-Kept apart from ``rabbitmq`` (the aio-pika plumbing) so the conventions can be read in one place:
+Kept apart from ``rabbitmq`` and its ``rabbit_*`` modules (the aio-pika plumbing) so the
+conventions can be read in one place:
 - the attempt, the last error and the event's routing key travel in ``x-relay-*`` headers, because
   a message dead-lettered back from a delay queue arrives with the work queue's name as its key;
 - a dead letter gets its own ``message_id`` (its stable id for ``relay dlq``) and keeps the

@@ -1,7 +1,8 @@
 """The event bus interface every part of the relay talks to.
 
 Two implementations keep the same semantics: ``memory`` (one process, for the embedded default
-and fast tests) and ``rabbitmq`` (aio-pika; the only module that imports it).
+and fast tests) and ``rabbitmq`` (aio-pika; it and its ``rabbit_*`` helpers are the only modules
+that import it).
 
 Semantics, for both:
 - ``publish`` returns only once the broker has taken responsibility for the message (publisher

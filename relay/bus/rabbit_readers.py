@@ -1,0 +1,102 @@
+"""The RabbitMQ bus's readers: live taps, the history stream and the dead-letter queue.
+
+Each reader works on a private channel of its own, closed when it ends. Taps and the history
+stream read through ``readers.until_lost``, so a lost connection ends them instead of hanging.
+Each takes ``connect``, which returns the connection or raises ``BrokerUnavailable``; the
+generators call it on their first step, as any method of the bus would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import structlog
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from relay.bus.amqp import QUORUM
+from relay.bus.rabbit_common import bounded
+from relay.bus.readers import until_lost
+from relay.errors import InvalidEvent
+from relay.events import CloudEvent, decode
+
+log = structlog.get_logger(__name__)
+
+MAX_DEAD_LETTERS = 10_000
+HISTORY_PREFETCH = 200
+Connect = Callable[[], AbstractRobustConnection]
+ReadAll = Callable[[], Awaitable[list[AbstractIncomingMessage]]]
+
+
+async def tap(
+    connect: Connect, *, exchange: str, queue_prefix: str, keys: Sequence[str]
+) -> AsyncIterator[CloudEvent]:
+    """Live events from an exclusive, auto-deleted queue bound to ``keys``."""
+    connection = connect()
+    channel = await connection.channel(publisher_confirms=False)
+    try:
+        name = f"{queue_prefix}.tap.{uuid.uuid4().hex[:12]}"
+        queue = await channel.declare_queue(name, exclusive=True, auto_delete=True)
+        for key in keys:
+            await queue.bind(exchange, routing_key=key)
+        async with queue.iterator(no_ack=True) as messages:
+            async for message in until_lost(messages, connection):
+                event = _tapped(message)
+                if event is not None:
+                    yield event
+    finally:
+        await bounded(channel.close())
+
+
+async def history(
+    connect: Connect, *, queue: str, arguments: dict[str, Any], since: datetime | None
+) -> AsyncIterator[CloudEvent]:
+    """The history stream from ``since`` (or its first retained message), then live."""
+    connection = connect()
+    channel = await connection.channel(publisher_confirms=False)
+    try:
+        await channel.set_qos(prefetch_count=HISTORY_PREFETCH)
+        stream = await channel.declare_queue(queue, durable=True, arguments=arguments, robust=False)
+        offset: datetime | str = since if since is not None else "first"
+        async with stream.iterator(arguments={"x-stream-offset": offset}) as messages:
+            async for message in until_lost(messages, connection):
+                await message.ack()
+                event = _tapped(message)
+                if event is not None and (since is None or event.time >= since):
+                    yield event
+    finally:
+        await bounded(channel.close())
+
+
+@contextlib.asynccontextmanager
+async def dead_letter_reader(
+    connection: AbstractRobustConnection, queue: str
+) -> AsyncIterator[ReadAll]:
+    """Take every dead letter unacknowledged on a private channel; closing returns the rest."""
+    channel = await connection.channel(publisher_confirms=False)
+    dead_letters = await channel.declare_queue(queue, durable=True, arguments=QUORUM, robust=False)
+
+    async def read() -> list[AbstractIncomingMessage]:
+        taken: list[AbstractIncomingMessage] = []
+        while len(taken) < MAX_DEAD_LETTERS:
+            message = await dead_letters.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            taken.append(message)
+        return taken
+
+    try:
+        yield read
+    finally:
+        await bounded(channel.close())
+
+
+def _tapped(message: AbstractIncomingMessage) -> CloudEvent | None:
+    try:
+        return decode(message.body, routing_key=message.routing_key)
+    except InvalidEvent as exc:
+        log.warning("tap skipped an invalid event", routing_key=message.routing_key, error=str(exc))
+        return None
