@@ -2,9 +2,10 @@
 
 Sources, highest priority first: ``RELAY_…`` environment variables (nested keys joined by
 ``__``, e.g. ``RELAY_BROKER__URL``), then the YAML file named by ``--config`` / ``RELAY_CONFIG``,
-then the defaults written here. Secrets are never accepted on argv: each secret-bearing model
-takes a ``*_file`` path (a mounted Kubernetes Secret) and reads it into a ``SecretStr`` while the
-settings validate, so a missing or empty file is a configuration error that names its key.
+then the defaults in each section's module. Secrets are never accepted on argv: each
+secret-bearing model takes a ``*_file`` path (a mounted Kubernetes Secret) and reads it into a
+``SecretStr`` while the settings validate, so a missing or empty file is a configuration error
+that names its key.
 
 One module per section: ``broker``, ``gateway`` (``http`` and rate limits), ``receivers``,
 ``deploy`` (registry, GitOps, builder, manifests, callbacks), ``kubernetes``, ``notify``, ``log``;
