@@ -40,7 +40,11 @@ def connect(settings: BrokerSettings) -> Bus:
     if settings.url.startswith("memory://"):
         from relay.bus.memory import MemoryBus
 
-        return MemoryBus(settings.retry, history=settings.history)
+        return MemoryBus(
+            settings.retry,
+            history=settings.history,
+            history_bytes=settings.memory_history_bytes,
+        )
     if settings.url.startswith(("amqp://", "amqps://")):
         from relay.bus.rabbitmq import RabbitBus
 

@@ -122,9 +122,15 @@ class MemoryBus:
         *,
         history: bool = True,
         history_size: int = 20_000,
+        history_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         self._retry = retry or RetrySettings()
-        self._history: deque[CloudEvent] | None = deque(maxlen=history_size) if history else None
+        # (event, encoded size): bounded by count and by the bytes of the encoded events, oldest
+        # first out, as a stream's retention would (git.<event> can carry whole payloads)
+        self._history: deque[tuple[CloudEvent, int]] | None = deque() if history else None
+        self._history_size = history_size
+        self._history_bytes = history_bytes
+        self._history_total = 0
         self._queues: dict[str, _Queue] = {}
         self._taps: list[tuple[tuple[str, ...], asyncio.Queue[CloudEvent]]] = []
         self._dead: dict[str, DeadLetterInfo] = {}
@@ -159,7 +165,7 @@ class MemoryBus:
             raise Unroutable(f"no queue is bound to {routing_key!r}")
         if recorded and self._history is not None:
             with contextlib.suppress(InvalidEvent):
-                self._history.append(decode(body, routing_key=routing_key))
+                self._record(decode(body, routing_key=routing_key), len(body))
         message = Incoming(
             body=body, routing_key=routing_key, message_id=message_id, content_type=CONTENT_TYPE
         )
@@ -224,13 +230,23 @@ class MemoryBus:
             body=message.body,
         )
 
+    def _record(self, event: CloudEvent, size: int) -> None:
+        assert self._history is not None
+        self._history.append((event, size))
+        self._history_total += size
+        while self._history and (
+            len(self._history) > self._history_size or self._history_total > self._history_bytes
+        ):
+            _, dropped = self._history.popleft()
+            self._history_total -= dropped
+
     async def history(self, since: datetime | None = None) -> AsyncIterator[CloudEvent]:
         if self._history is None:
             raise RuntimeError("broker.history is off: this bus records no history")
         live = self.tap(HISTORY_KEYS)
         pending = asyncio.ensure_future(anext(live))  # subscribe before taking the snapshot
         await asyncio.sleep(0)
-        snapshot = [e for e in self._history if since is None or e.time >= since]
+        snapshot = [e for e, _ in self._history if since is None or e.time >= since]
         seen = {e.id for e in snapshot}
         try:
             for event in snapshot:

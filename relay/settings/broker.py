@@ -60,3 +60,9 @@ class BrokerSettings(SettingsModel):
     stream_max_bytes: int = Field(
         default=256 * 1024 * 1024, description="Retention by size of the history stream, in bytes."
     )
+    memory_history_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        gt=0,
+        description="memory:// only: retention by size of the in-process history (encoded "
+        "events, in bytes); it lives in the process's memory, so it is kept smaller.",
+    )

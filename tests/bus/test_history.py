@@ -47,3 +47,35 @@ async def test_without_history_an_event_nobody_consumes_is_unroutable(env: BusEn
     bus = await env.bus(history=False)
     with pytest.raises(Unroutable):
         await bus.publish(event("git.nobody"))
+
+
+async def test_memory_history_keeps_the_newest_events_within_its_byte_bound() -> None:
+    from relay.bus.memory import MemoryBus
+    from relay.events import encode
+
+    sample = event("git.sized")
+    size = len(encode(sample))
+    bus = MemoryBus(history_bytes=size * 3 + size // 2)  # room for three events, not four
+    await bus.start()
+    sent = [event(f"git.n{i}") for i in range(6)]
+    for item in sent:
+        await bus.publish(item)
+    replay = bus.history()
+    kept = await take(replay, 3)
+    await replay.aclose()  # type: ignore[attr-defined]
+    await bus.close()
+    assert kept == [e.id for e in sent[-3:]]
+
+
+async def test_memory_history_keeps_at_most_its_count() -> None:
+    from relay.bus.memory import MemoryBus
+
+    bus = MemoryBus(history_size=2)
+    await bus.start()
+    sent = [event(f"git.c{i}") for i in range(5)]
+    for item in sent:
+        await bus.publish(item)
+    replay = bus.history()
+    assert await take(replay, 2) == [e.id for e in sent[-2:]]
+    await replay.aclose()  # type: ignore[attr-defined]
+    await bus.close()
