@@ -8,25 +8,28 @@ generators call it on their first step, as any method of the bus would.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+import aiormq
 import structlog
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
 from relay.bus.amqp import QUORUM
 from relay.bus.rabbit_common import bounded
 from relay.bus.readers import until_lost
-from relay.errors import InvalidEvent
+from relay.errors import BrokerUnavailable, InvalidEvent
 from relay.events import CloudEvent, decode
 
 log = structlog.get_logger(__name__)
 
 MAX_DEAD_LETTERS = 10_000
 HISTORY_PREFETCH = 200
+LOCK_WAIT = 30.0  # seconds a dead-letter reader waits for another one to finish
 Connect = Callable[[], AbstractRobustConnection]
 ReadAll = Callable[[], Awaitable[list[AbstractIncomingMessage]]]
 
@@ -75,7 +78,45 @@ async def history(
 async def dead_letter_reader(
     connection: AbstractRobustConnection, queue: str
 ) -> AsyncIterator[ReadAll]:
-    """Take every dead letter unacknowledged on a private channel; closing returns the rest."""
+    """Take every dead letter unacknowledged on a private channel; closing returns the rest.
+
+    Readers take turns (``_reader_lock``): a message one reader holds unacknowledged is invisible
+    to another, so two at once would each miss the other's share.
+    """
+    name = f"{queue}.reader-lock"
+    lock = await _reader_lock(connection, name)
+    try:
+        async with _reading(connection, queue) as read:
+            yield read
+    finally:
+        with contextlib.suppress(aiormq.exceptions.AMQPError):
+            await bounded(lock.queue_delete(name))
+        await bounded(lock.close())
+
+
+async def _reader_lock(connection: AbstractRobustConnection, name: str) -> AbstractChannel:
+    """Hold an exclusive queue named ``name``: the broker lets one connection own it at a time
+    and deletes it with that connection, so a crashed reader never leaves the lock taken."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LOCK_WAIT
+    pause = 0.02
+    while True:
+        channel = await connection.channel(publisher_confirms=False)
+        try:
+            await channel.declare_queue(name, exclusive=True, robust=False)
+            return channel
+        except aiormq.exceptions.ChannelLockedResource:
+            await bounded(channel.close())
+            if loop.time() >= deadline:
+                raise BrokerUnavailable(
+                    f"another dead-letter reader held {name} for {LOCK_WAIT:g} s"
+                ) from None
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
+
+@contextlib.asynccontextmanager
+async def _reading(connection: AbstractRobustConnection, queue: str) -> AsyncIterator[ReadAll]:
     channel = await connection.channel(publisher_confirms=False)
     dead_letters = await channel.declare_queue(queue, durable=True, arguments=QUORUM, robust=False)
 
