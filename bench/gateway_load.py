@@ -530,6 +530,11 @@ def report(results: list[Result], accepted: int, seconds: int) -> str:
         f"- gateway / webhook: **{gateway.rps / hook.rps:.2f}x** (goal >= 3x)",
         f"- gateway / the bus alone (publish + confirm, same broker, no HTTP): "
         f"**{gateway.rps / floor.rps:.2f}x**",
+        f"- ceiling: the bus alone, with no HTTP at all, reaches "
+        f"**{floor.rps / bare.rps:.2f}x** bare aiohttp and **{floor.rps / hook.rps:.2f}x** "
+        "webhook: "
+        "a gateway answering each request only after its own confirm cannot pass these at "
+        f"{CONNECTIONS} connections",
         f"- gateway p99 **{gateway.p99_ms:.1f} ms** (goal <= 25 ms); peak RSS "
         f"**{gateway.rss_mib or 0:.1f} MiB** (goal <= 70 MiB)",
         f"- gateway 202s counted by its /metrics (warm-up included): {accepted}; each one "
@@ -585,6 +590,22 @@ def collect(quick: bool = True) -> list[Metric]:
             unit=unit,
             baseline=floor.rps,
             baseline_name="the bus alone, 32 in flight",
+        ),
+        Metric(
+            bench="gateway",
+            name="ceiling: the bus alone, 32 confirmed publishes in flight, no HTTP",
+            value=floor.rps,
+            unit="msg/s",
+            baseline=bare.rps,
+            baseline_name="bare aiohttp",
+        ),
+        Metric(
+            bench="gateway",
+            name="ceiling: the bus alone, 32 confirmed publishes in flight, no HTTP",
+            value=floor.rps,
+            unit="msg/s",
+            baseline=hook.rps,
+            baseline_name="adnanh/webhook",
         ),
         Metric(
             bench="gateway",
