@@ -71,6 +71,17 @@ def git_client_env(home: Path | str, extra: Mapping[str, str] | None = None) -> 
     return env
 
 
+def identity_env(identity: tuple[str, str]) -> dict[str, str]:
+    """``GIT_AUTHOR_*`` and ``GIT_COMMITTER_*`` for one (name, email)."""
+    name, email = identity
+    return {
+        "GIT_AUTHOR_NAME": name,
+        "GIT_AUTHOR_EMAIL": email,
+        "GIT_COMMITTER_NAME": name,
+        "GIT_COMMITTER_EMAIL": email,
+    }
+
+
 @dataclass(frozen=True)
 class LogEntry:
     sha: str
@@ -190,13 +201,7 @@ class GitServer(LoopbackService):
         )
         blob = self._bare("hash-object", "-w", "--stdin", input_text=INITIAL_README).stdout.strip()
         tree = self._bare("mktree", input_text=f"100644 blob {blob}\tREADME.md\n").stdout.strip()
-        name, email = SERVER_IDENTITY
-        ident = {
-            "GIT_AUTHOR_NAME": name,
-            "GIT_AUTHOR_EMAIL": email,
-            "GIT_COMMITTER_NAME": name,
-            "GIT_COMMITTER_EMAIL": email,
-        }
+        ident = identity_env(SERVER_IDENTITY)
         commit = self._bare("commit-tree", tree, "-m", "Initial commit", env=ident).stdout.strip()
         self._bare("update-ref", "refs/heads/main", commit)
 
@@ -238,13 +243,7 @@ class GitServer(LoopbackService):
         """Clone over HTTP, write ``files``, commit as someone else, push; returns the new sha."""
         if not self.running:
             raise ServiceError("foreign_push needs the git server running")
-        name, email = author
-        ident = {
-            "GIT_AUTHOR_NAME": name,
-            "GIT_AUTHOR_EMAIL": email,
-            "GIT_COMMITTER_NAME": name,
-            "GIT_COMMITTER_EMAIL": email,
-        }
+        ident = identity_env(author)
         with tempfile.TemporaryDirectory(prefix="foreign-", dir=self.base_dir) as tmp:
             work = Path(tmp) / "clone"
             self.git("clone", "--quiet", "--branch", branch, self.authed_url(), str(work))

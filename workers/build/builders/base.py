@@ -64,6 +64,8 @@ class ToolBuilder(abc.ABC):
 
     name: str
     tool: ClassVar[str]
+    platform_flag: ClassVar[tuple[str, str]] = ("--platform", "")  # the flag, a value prefix
+    label_flag: ClassVar[tuple[str, str]] = ("--label", "")
 
     def __init__(
         self,
@@ -92,6 +94,12 @@ class ToolBuilder(abc.ABC):
             )
         return self._binary
 
+    def _platform_and_labels(self, job: BuildJob) -> list[str]:
+        """``builder.platform`` (when set) and the job's labels, sorted, as the tool spells them."""
+        platform = [self._settings.platform] if self._settings.platform else []
+        labels = [f"{k}={v}" for k, v in sorted(job.labels.items())]
+        return [*_flagged(self.platform_flag, platform), *_flagged(self.label_flag, labels)]
+
     async def _run(
         self, argv: Sequence[str], env: Mapping[str, str], log_lines: LineSink
     ) -> Result:
@@ -110,6 +118,11 @@ class ToolBuilder(abc.ABC):
         result = await self._run(argv, env, log_lines)
         check_step(result, step, pushing=pushing)
         return result
+
+
+def _flagged(flag: tuple[str, str], values: Sequence[str]) -> list[str]:
+    name, prefix = flag
+    return [arg for value in values for arg in (name, prefix + value)]
 
 
 def write_auth_file(path: Path, creds: Credentials | None) -> Path:

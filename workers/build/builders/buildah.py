@@ -72,8 +72,6 @@ class BuildahBuilder(ToolBuilder):
         return digest
 
     def bud_args(self, job: BuildJob, authfile: Path, tls: Sequence[str]) -> list[str]:
-        labels = [arg for k, v in sorted(job.labels.items()) for arg in ("--label", f"{k}={v}")]
-        platform = ["--platform", self._settings.platform] if self._settings.platform else []
         return [
             "bud",
             "--isolation",
@@ -81,8 +79,7 @@ class BuildahBuilder(ToolBuilder):
             "--authfile",
             str(authfile),
             *tls,
-            *platform,
-            *labels,
+            *self._platform_and_labels(job),
             "--file",
             str(job.dockerfile),
             "--tag",

@@ -20,6 +20,8 @@ from workers.build.proc import LineSink
 class BuildkitBuilder(ToolBuilder):
     name = "buildkit"
     tool = "buildctl"
+    platform_flag = ("--opt", "platform=")
+    label_flag = ("--opt", "label:")
 
     async def build_and_push(self, job: BuildJob, log_lines: LineSink) -> str:
         binary = self._tool_path()
@@ -34,10 +36,6 @@ class BuildkitBuilder(ToolBuilder):
         output = f"type=image,name={job.ref},push=true"
         if self._insecure:
             output += ",registry.insecure=true"
-        platform = (
-            ["--opt", f"platform={self._settings.platform}"] if self._settings.platform else []
-        )
-        labels = [a for k, v in sorted(job.labels.items()) for a in ("--opt", f"label:{k}={v}")]
         return [
             "--addr",
             self._settings.buildkit_addr,
@@ -50,8 +48,7 @@ class BuildkitBuilder(ToolBuilder):
             f"dockerfile={job.dockerfile.parent}",
             "--opt",
             f"filename={job.dockerfile.name}",
-            *platform,
-            *labels,
+            *self._platform_and_labels(job),
             "--output",
             output,
             "--metadata-file",

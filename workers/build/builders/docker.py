@@ -39,15 +39,12 @@ class DockerBuilder(ToolBuilder):
         return found[-1]
 
     def build_args(self, job: BuildJob) -> list[str]:
-        labels = [a for k, v in sorted(job.labels.items()) for a in ("--label", f"{k}={v}")]
-        platform = ["--platform", self._settings.platform] if self._settings.platform else []
         return [
             "build",
             "--file",
             str(job.dockerfile),
             "--tag",
             job.ref,
-            *platform,
-            *labels,
+            *self._platform_and_labels(job),
             str(job.context_dir),
         ]
