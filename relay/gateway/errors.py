@@ -1,7 +1,23 @@
 """Request errors: each one an HTTP status, a machine code and a sentence for a person.
 
 Handlers raise these (or ``SignatureError``, ``PayloadError``, ``PublishError``); the one error
-middleware (``middleware``) turns them into ``{"error": code, "detail": sentence}`` bodies.
+middleware (``middleware``) turns them into ``{"error": code, "detail": sentence}`` bodies, with
+``Retry-After`` when the error carries a ``retry_after``.
+
+RequestError            500 internal_error
+├── BadRequest          400 bad_request
+├── Unauthorized        401 unauthorized
+├── NotFound            404 not_found
+├── RequestTimeout      408 request_timeout
+├── Conflict            409 replayed_signature
+├── TooLarge            413 body_too_large
+├── UnsupportedMediaType 415 unsupported_media_type
+├── Unprocessable       422 invalid_request
+├── RateLimited         429 rate_limited
+└── Unavailable         503 broker_unavailable, Retry-After: 5 unless told otherwise
+
+A raise may name a more precise ``code`` (``NotFound(..., code="unknown_receiver")``) and
+``extra`` body fields (``Unprocessable(..., extra={"field": "app"})``).
 """
 
 from __future__ import annotations
@@ -16,6 +32,7 @@ RETRY_AFTER_UNAVAILABLE = 5
 class RequestError(RelayError):
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal_error"
+    default_retry_after: ClassVar[int | None] = None
 
     def __init__(
         self,
@@ -28,48 +45,31 @@ class RequestError(RelayError):
         super().__init__(detail)
         self.detail = detail
         self.error_code = code or self.code
-        self.retry_after = retry_after
+        self.retry_after = self.default_retry_after if retry_after is None else retry_after
         self.extra = extra or {}
 
 
-class BadRequest(RequestError):
-    status, code = 400, "bad_request"
+def _kind(
+    name: str, status: int, code: str, *, retry_after: int | None = None
+) -> type[RequestError]:
+    """A ``RequestError`` subclass answering ``status`` with ``code``."""
+    attrs = {
+        "status": status,
+        "code": code,
+        "default_retry_after": retry_after,
+        "__module__": __name__,
+        "__doc__": f"{status} {code}",
+    }
+    return type(name, (RequestError,), attrs)
 
 
-class Unauthorized(RequestError):
-    status, code = 401, "unauthorized"
-
-
-class NotFound(RequestError):
-    status, code = 404, "not_found"
-
-
-class RequestTimeout(RequestError):
-    status, code = 408, "request_timeout"
-
-
-class Conflict(RequestError):
-    status, code = 409, "replayed_signature"
-
-
-class TooLarge(RequestError):
-    status, code = 413, "body_too_large"
-
-
-class UnsupportedMediaType(RequestError):
-    status, code = 415, "unsupported_media_type"
-
-
-class Unprocessable(RequestError):
-    status, code = 422, "invalid_request"
-
-
-class RateLimited(RequestError):
-    status, code = 429, "rate_limited"
-
-
-class Unavailable(RequestError):
-    status, code = 503, "broker_unavailable"
-
-    def __init__(self, detail: str, *, retry_after: int = RETRY_AFTER_UNAVAILABLE) -> None:
-        super().__init__(detail, retry_after=retry_after)
+BadRequest = _kind("BadRequest", 400, "bad_request")
+Unauthorized = _kind("Unauthorized", 401, "unauthorized")
+NotFound = _kind("NotFound", 404, "not_found")
+RequestTimeout = _kind("RequestTimeout", 408, "request_timeout")
+Conflict = _kind("Conflict", 409, "replayed_signature")
+TooLarge = _kind("TooLarge", 413, "body_too_large")
+UnsupportedMediaType = _kind("UnsupportedMediaType", 415, "unsupported_media_type")
+Unprocessable = _kind("Unprocessable", 422, "invalid_request")
+RateLimited = _kind("RateLimited", 429, "rate_limited")
+Unavailable = _kind("Unavailable", 503, "broker_unavailable", retry_after=RETRY_AFTER_UNAVAILABLE)

@@ -11,7 +11,8 @@ from pydantic import SecretStr
 from relay.errors import Permanent
 from relay.settings import BuilderSettings
 from workers.build.auth import Credentials, TokenCache, parse_challenge
-from workers.build.builders.base import BuildJob
+from workers.build.builders.base import BuildJob, ToolBuilder
+from workers.build.builders.buildah import BuildahBuilder
 from workers.build.builders.buildkit import BuildkitBuilder
 from workers.build.builders.docker import DockerBuilder
 from workers.build.refs import parse_image
@@ -147,3 +148,20 @@ def test_docker_argv(tmp_path: Path) -> None:
     assert argv[0] == "build" and argv[-1] == str(tmp_path / "context")
     assert argv[argv.index("--tag") : argv.index("--tag") + 2] == ["--tag", "127.0.0.1:5000/app:v1"]
     assert not any("s3cret" in a for a in argv)
+
+
+@pytest.mark.parametrize(
+    ("backend", "missing"),
+    [(BuildahBuilder, "it"), (BuildkitBuilder, "buildctl"), (DockerBuilder, "it")],
+)
+async def test_a_missing_tool_is_builder_unavailable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: type[ToolBuilder], missing: str
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing to find there
+    builder = backend(BuilderSettings(backend=backend.name), creds=None, insecure=False)
+    with pytest.raises(Permanent) as caught:
+        await builder.build_and_push(_job(tmp_path), lambda line: None)
+    assert caught.value.reason == "builder_unavailable"
+    assert (
+        caught.value.detail == f"builder.backend is {backend.name} but {missing} is not installed"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.support._procs import basic_auth, http_request, http_status
+from tests.support._procs import LOOPBACK, ServiceError, basic_auth, http_request, http_status
 from tests.support.gitserver import GitServer
 from tests.support.images import (
     Buildah,
@@ -110,6 +111,29 @@ def test_registry_restart_same_port_and_storage(
     reg.start()
     assert reg.host == host
     assert reg.manifest_digest("harness/restart", "v1") == img.digest
+
+
+def _squat(port: int = 0) -> socket.socket:
+    """A listening socket on ``port`` (0: any free one), as another program would hold it."""
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind((LOOPBACK, port))
+    squatter.listen()
+    return squatter
+
+
+def test_a_taken_port_moves_a_first_start_but_fails_a_restart(tmp_path: Path) -> None:
+    with _squat() as first, Registry(tmp_path / "registry", port=first.getsockname()[1]) as reg:
+        assert reg.port != first.getsockname()[1] and reg.running
+        assert f"{LOOPBACK}:{reg.port}" in reg.config_path.read_text()
+        assert http_status(f"{reg.url}/v2/") == 401
+        reg.stop()
+        assert not reg.running
+        with _squat(reg.port), pytest.raises(ServiceError, match=f"port {reg.port} is taken"):
+            reg.start()
+        assert not reg.running
+        reg.start()  # the port is free again: same port, same storage
+        assert http_status(f"{reg.url}/v2/") == 401
 
 
 class _Hook(BaseHTTPRequestHandler):

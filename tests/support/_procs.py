@@ -1,5 +1,7 @@
 """Small process, port and HTTP helpers shared by the service harnesses.
 
+``LoopbackService`` is the lifecycle the Git server and the registry share: state under one
+directory, Basic-auth credentials, one loopback port kept across restarts, start/stop/close.
 Every service here runs as a child in its own process group (``start_new_session``), so that
 ``stop()`` can end the whole group (fcgiwrap's CGI children, nginx's workers) and wait for it.
 Children started from the main thread also get SIGTERM when the test process dies
@@ -9,15 +11,18 @@ Children started from the main thread also get SIGTERM when the test process die
 
 from __future__ import annotations
 
+import abc
 import base64
 import contextlib
 import ctypes
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -25,6 +30,8 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
+from typing import ClassVar, Self
 
 LOOPBACK = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
@@ -191,11 +198,7 @@ class GroupProcess:
         return f"{self.name} exited with {rc}; log tail:\n{self.log_tail()}"
 
     def log_tail(self, lines: int = 25) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+        return file_tail(self.log_path, lines)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
         """Signal the whole process group, reap the leader, then wait until the group is empty."""
@@ -249,6 +252,149 @@ def _group_has_live_members(pgid: int) -> bool:
         if int(rest[2]) == pgid and rest[0] != "Z":
             return True
     return False
+
+
+def file_tail(path: Path, lines: int = 25) -> str:
+    """The last ``lines`` lines of a log file, for error messages."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+# --- a service on its own loopback port ------------------------------------------------------
+
+# bcrypt cost for the htpasswd entry: the registry re-checks bcrypt on EVERY authenticated
+# request (no cache), so the usual cost 10-12 would add 60-250 ms per API call.
+BCRYPT_COST = 5
+
+
+def make_htpasswd_line(username: str, password: str, cost: int = BCRYPT_COST) -> str:
+    """``user:$2…`` bcrypt line; python ``bcrypt`` if importable, else ``htpasswd -Bbn``."""
+    try:
+        import bcrypt
+    except ImportError:
+        out = subprocess.run(
+            [require_binary("htpasswd"), "-Bbn", "-C", str(cost), username, password],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        return out.strip().splitlines()[0]
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=cost)).decode()
+    return f"{username}:{hashed}"
+
+
+class LoopbackService(abc.ABC):
+    """Children serving one loopback port with Basic auth, their state under ``base_dir``.
+
+    The first ``start()`` moves to another free port (up to three tries) when the port was
+    taken meanwhile; a restart keeps the port and the state, or fails. ``close()`` stops and
+    removes ``base_dir`` if this object made it. Subclasses say how to ``_launch`` (start the
+    children with ``_spawn``, return once the service answers, raise ``ServiceError`` if not)
+    and, through ``_on_new_port``, what to rewrite when the port changes.
+    """
+
+    kind: ClassVar[str]  # what the service is called in messages
+    dir_prefix: ClassVar[str]  # of the temporary base_dir made when none is given
+    secret_name: ClassVar[str]  # the file in base_dir holding the password alone, mode 0600
+
+    def __init__(
+        self,
+        base_dir: str | Path | None,
+        *,
+        username: str,
+        password: str | None,
+        port: int | None,
+        startup_timeout: float,
+    ) -> None:
+        self._own_dir = base_dir is None
+        self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix=self.dir_prefix))
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.username = username
+        self.password = password or secrets.token_urlsafe(18)
+        self.port = port or free_port()
+        self.startup_timeout = startup_timeout
+        self.htpasswd_path = self.base_dir / "htpasswd"
+        self.htpasswd_path.write_text(make_htpasswd_line(self.username, self.password) + "\n")
+        self.secret_file = self.base_dir / self.secret_name
+        self.secret_file.write_text(self.password)
+        self.secret_file.chmod(0o600)
+        self._procs: list[GroupProcess] = []
+        self._started_once = False
+        self.last_start_seconds: float | None = None
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": basic_auth(self.username, self.password)}
+
+    @property
+    def running(self) -> bool:
+        return bool(self._procs) and all(proc.running for proc in self._procs)
+
+    @abc.abstractmethod
+    def _launch(self) -> None:
+        """Start the children on ``self.port``; return once the service answers."""
+
+    def _on_new_port(self) -> None:  # noqa: B027 - an optional hook, empty by default
+        """Called when the first start moves to another port, before launching there."""
+
+    def _spawn(self, proc: GroupProcess) -> GroupProcess:
+        proc.start()
+        self._procs.append(proc)
+        return proc
+
+    def start(self) -> Self:
+        """Start (or restart on the same port and state); returns once the service answers."""
+        if self.running:
+            return self
+        if self._started_once:  # a restart: same port, same state, or fail
+            if not port_is_free(self.port):
+                raise ServiceError(f"{self.kind} port {self.port} is taken by something else")
+            self._timed_launch()
+            return self
+        for attempt in range(3):  # first start: another free port if this one was snatched
+            if attempt or not port_is_free(self.port):
+                self.port = free_port()
+                self._on_new_port()
+            try:
+                self._timed_launch()
+                break
+            except ServiceError:
+                if attempt == 2:
+                    raise
+        self._started_once = True
+        return self
+
+    def _timed_launch(self) -> None:
+        t0 = time.monotonic()
+        self.stop()  # whatever is left of an earlier run
+        try:
+            self._launch()
+        except BaseException:
+            self.stop()
+            raise
+        self.last_start_seconds = time.monotonic() - t0
+
+    def stop(self) -> None:
+        """Stop the children, the last started first, each with its whole process group."""
+        while self._procs:
+            self._procs.pop().stop()
+
+    def close(self) -> None:
+        """Stop, and remove the state directory if this object made it."""
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
 
 # --- tiny HTTP client (no third-party dependency) --------------------------------------------

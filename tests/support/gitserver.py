@@ -7,6 +7,7 @@
     gs.foreign_push({"apps/x.yaml": "..."}, "someone else's change")   # a concurrent pusher
     gs.read_file("apps/x.yaml"), gs.log(5), gs.head()
     gs.stop(); gs.start()               # same port, same repository (fault tests)
+    with GitServer(...) as gs: ...      # start, then close (stop, remove an own dir)
 
 Everything lives under one directory: the repository, htpasswd, nginx.conf and its pid/temp/log
 files, fcgiwrap's socket. ``receive.denyNonFastForwards`` is on by default, so even a forced
@@ -16,29 +17,24 @@ non-fast-forward push is refused by the server itself, like a protected branch.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from tests.support._procs import (
     LOOPBACK,
     GroupProcess,
+    LoopbackService,
     ServiceError,
-    basic_auth,
     clean_env,
-    free_port,
+    file_tail,
     http_status,
-    port_is_free,
     require_binary,
     wait_for,
 )
-from tests.support.registry import make_htpasswd_line
 
 REPO_NAME = "homelab.git"
 INITIAL_README = "# homelab\n\nGitOps repository used by the relay's tests.\n"
@@ -75,6 +71,17 @@ def git_client_env(home: Path | str, extra: Mapping[str, str] | None = None) -> 
     return env
 
 
+def identity_env(identity: tuple[str, str]) -> dict[str, str]:
+    """``GIT_AUTHOR_*`` and ``GIT_COMMITTER_*`` for one (name, email)."""
+    name, email = identity
+    return {
+        "GIT_AUTHOR_NAME": name,
+        "GIT_AUTHOR_EMAIL": email,
+        "GIT_COMMITTER_NAME": name,
+        "GIT_COMMITTER_EMAIL": email,
+    }
+
+
 @dataclass(frozen=True)
 class LogEntry:
     sha: str
@@ -84,8 +91,12 @@ class LogEntry:
     body: str
 
 
-class GitServer:
+class GitServer(LoopbackService):
     """``homelab.git`` over smart HTTP with basic auth on its own loopback port."""
+
+    kind = "git server"
+    dir_prefix = "relay-git-"
+    secret_name = "token"
 
     def __init__(
         self,
@@ -98,19 +109,18 @@ class GitServer:
         fcgi_workers: int = 8,
         startup_timeout: float = 15.0,
     ) -> None:
-        self._own_dir = base_dir is None
-        self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix="relay-git-"))
-        self.base_dir.mkdir(parents=True, exist_ok=True)
-        self.username = username
-        self.password = password or secrets.token_urlsafe(18)
-        self.port = port or free_port()
+        super().__init__(
+            base_dir,
+            username=username,
+            password=password,
+            port=port,
+            startup_timeout=startup_timeout,
+        )
+        self.token_file = self.secret_file
         self.deny_non_fast_forwards = deny_non_fast_forwards
         self.fcgi_workers = fcgi_workers  # concurrent git requests served; more wait in line
-        self.startup_timeout = startup_timeout
         self.project_root = self.base_dir / "repos"
         self.bare_path = self.project_root / REPO_NAME
-        self.htpasswd_path = self.base_dir / "htpasswd"
-        self.token_file = self.base_dir / "token"
         self.nginx_conf = self.base_dir / "nginx.conf"
         self.nginx_log = self.base_dir / "nginx-error.log"
         self.fcgi_socket = self.base_dir / "fcgiwrap.sock"
@@ -125,15 +135,8 @@ class GitServer:
         self._nginx = require_binary("nginx")
         self._fcgiwrap = require_binary("fcgiwrap")
         self._backend = git_http_backend_path()
-        self._nginx_proc: GroupProcess | None = None
-        self._fcgi_proc: GroupProcess | None = None
-        self._started_once = False
-        self.last_start_seconds: float | None = None
         for d in (self.project_root, self.home, self.base_dir / "nginx-tmp"):
             d.mkdir(parents=True, exist_ok=True)
-        self.htpasswd_path.write_text(make_htpasswd_line(self.username, self.password) + "\n")
-        self.token_file.write_text(self.password)
-        self.token_file.chmod(0o600)
         self.fresh_repo()
 
     # --- addresses ----------------------------------------------------------------------
@@ -147,16 +150,6 @@ class GitServer:
         user = self.username if username is None else username
         pw = self.password if password is None else password
         return f"http://{user}:{pw}@{LOOPBACK}:{self.port}/{REPO_NAME}"
-
-    @property
-    def auth_headers(self) -> dict[str, str]:
-        return {"Authorization": basic_auth(self.username, self.password)}
-
-    @property
-    def running(self) -> bool:
-        return bool(self._nginx_proc and self._nginx_proc.running) and bool(
-            self._fcgi_proc and self._fcgi_proc.running
-        )
 
     def client_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         return git_client_env(self.home, extra)
@@ -208,13 +201,7 @@ class GitServer:
         )
         blob = self._bare("hash-object", "-w", "--stdin", input_text=INITIAL_README).stdout.strip()
         tree = self._bare("mktree", input_text=f"100644 blob {blob}\tREADME.md\n").stdout.strip()
-        name, email = SERVER_IDENTITY
-        ident = {
-            "GIT_AUTHOR_NAME": name,
-            "GIT_AUTHOR_EMAIL": email,
-            "GIT_COMMITTER_NAME": name,
-            "GIT_COMMITTER_EMAIL": email,
-        }
+        ident = identity_env(SERVER_IDENTITY)
         commit = self._bare("commit-tree", tree, "-m", "Initial commit", env=ident).stdout.strip()
         self._bare("update-ref", "refs/heads/main", commit)
 
@@ -256,13 +243,7 @@ class GitServer:
         """Clone over HTTP, write ``files``, commit as someone else, push; returns the new sha."""
         if not self.running:
             raise ServiceError("foreign_push needs the git server running")
-        name, email = author
-        ident = {
-            "GIT_AUTHOR_NAME": name,
-            "GIT_AUTHOR_EMAIL": email,
-            "GIT_COMMITTER_NAME": name,
-            "GIT_COMMITTER_EMAIL": email,
-        }
+        ident = identity_env(author)
         with tempfile.TemporaryDirectory(prefix="foreign-", dir=self.base_dir) as tmp:
             work = Path(tmp) / "clone"
             self.git("clone", "--quiet", "--branch", branch, self.authed_url(), str(work))
@@ -329,58 +310,20 @@ http {{
 }}
 """)
 
-    def start(self) -> GitServer:
-        """Start fcgiwrap and nginx; returns once an authenticated info/refs answers 200."""
-        if self.running:
-            return self
-        if self._started_once:
-            if not port_is_free(self.port):
-                raise ServiceError(f"git server port {self.port} is taken by something else")
-            self._start_once()
-            return self
-        for attempt in range(3):
-            if attempt or not port_is_free(self.port):
-                self.port = free_port()
-            try:
-                self._start_once()
-                break
-            except ServiceError:
-                if attempt == 2:
-                    raise
-        self._started_once = True
-        return self
-
-    def _start_once(self) -> None:
-        t0 = time.monotonic()
-        self.stop()
+    def _launch(self) -> None:
+        """Start fcgiwrap, then nginx; return once an authenticated info/refs answers 200."""
         self._write_nginx_conf()
         self.fcgi_socket.unlink(missing_ok=True)
         env = clean_env(drop_prefixes=("GIT_",))
-        fcgi = GroupProcess(
-            "fcgiwrap",
-            [self._fcgiwrap, "-c", str(self.fcgi_workers), "-s", f"unix:{self.fcgi_socket}"],
-            self.fcgi_log,
-            env=env,
-            cwd=self.base_dir,
-            reaper=True,  # fcgiwrap's prefork workers and CGI children outlive it
-        )
-        fcgi.start()
-        self._fcgi_proc = fcgi
-        nginx = GroupProcess(
-            "nginx",
-            # -e: error log before the config is read (else /var/log/nginx/error.log)
-            [
-                self._nginx,
-                "-p",
-                f"{self.base_dir}/",
-                "-e",
-                str(self.nginx_log),
-                "-c",
-                str(self.nginx_conf),
-            ],
-            self.base_dir / "nginx-stdout.log",
-            env=env,
-            cwd=self.base_dir,
+        fcgi = self._spawn(
+            GroupProcess(
+                "fcgiwrap",
+                [self._fcgiwrap, "-c", str(self.fcgi_workers), "-s", f"unix:{self.fcgi_socket}"],
+                self.fcgi_log,
+                env=env,
+                cwd=self.base_dir,
+                reaper=True,  # fcgiwrap's prefork workers and CGI children outlive it
+            )
         )
         try:
             wait_for(
@@ -389,8 +332,24 @@ http {{
                 what="fcgiwrap socket",
                 alive=fcgi.death_note,
             )
-            nginx.start()
-            self._nginx_proc = nginx
+            nginx = self._spawn(
+                GroupProcess(
+                    "nginx",
+                    # -e: error log before the config is read (else /var/log/nginx/error.log)
+                    [
+                        self._nginx,
+                        "-p",
+                        f"{self.base_dir}/",
+                        "-e",
+                        str(self.nginx_log),
+                        "-c",
+                        str(self.nginx_conf),
+                    ],
+                    self.base_dir / "nginx-stdout.log",
+                    env=env,
+                    cwd=self.base_dir,
+                )
+            )
             probe = f"{self.url}/info/refs?service=git-upload-pack"
 
             def dead() -> str | None:
@@ -403,39 +362,15 @@ http {{
                 alive=dead,
             )
         except ServiceError as err:
-            tail = self._tail(self.nginx_log)
-            self.stop()
+            tail = file_tail(self.nginx_log, 20)
             raise ServiceError(f"{err}\nnginx error log:\n{tail}") from err
-        self.last_start_seconds = time.monotonic() - t0
-
-    @staticmethod
-    def _tail(path: Path, lines: int = 20) -> str:
-        try:
-            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(none)"
 
     def stop(self) -> None:
         """Stop nginx, then fcgiwrap's whole process group (its CGI children outlive it ~1 s)."""
-        if self._nginx_proc is not None:
-            self._nginx_proc.stop()
-            self._nginx_proc = None
-        if self._fcgi_proc is not None:
-            self._fcgi_proc.stop()
-            self._fcgi_proc = None
+        super().stop()
         self.fcgi_socket.unlink(missing_ok=True)
 
     def close(self) -> None:
-        self.stop()
+        super().close()
         if self._sock_dir:
             shutil.rmtree(self._sock_dir, ignore_errors=True)
-        if self._own_dir:
-            shutil.rmtree(self.base_dir, ignore_errors=True)
-
-    def __enter__(self) -> GitServer:
-        return self.start()
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

@@ -2,6 +2,7 @@
 
     reg = Registry(tmp_path / "registry")    # picks a free 127.0.0.1 port, writes config
     reg.start()                               # serve; returns once /v2/ answers 401
+    with Registry(...) as reg: ...            # start, then close (stop, remove an own dir)
     reg.host, reg.url, reg.username, reg.password, reg.password_file
     reg.stop(); reg.start()                   # same port, same storage (fault tests)
 
@@ -17,24 +18,19 @@ import hashlib
 import json
 import secrets
 import subprocess
-import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from tests.support._procs import (
     LOOPBACK,
     GroupProcess,
     HttpResponse,
+    LoopbackService,
     ServiceError,
-    basic_auth,
     clean_env,
-    free_port,
     http_request,
     http_status,
-    port_is_free,
     require_binary,
     wait_for,
 )
@@ -45,33 +41,17 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 ALL_MANIFEST_TYPES = (OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST)
 
-# bcrypt cost for the htpasswd entry: the registry re-checks bcrypt on EVERY authenticated
-# request (no cache), so the usual cost 10-12 would add 60-250 ms per API call.
-BCRYPT_COST = 5
-
 
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def make_htpasswd_line(username: str, password: str, cost: int = BCRYPT_COST) -> str:
-    """``user:$2…`` bcrypt line; python ``bcrypt`` if importable, else ``htpasswd -Bbn``."""
-    try:
-        import bcrypt
-    except ImportError:
-        out = subprocess.run(
-            [require_binary("htpasswd"), "-Bbn", "-C", str(cost), username, password],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        return out.strip().splitlines()[0]
-    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=cost)).decode()
-    return f"{username}:{hashed}"
-
-
-class Registry:
+class Registry(LoopbackService):
     """A ``docker-registry serve`` child on its own loopback port, state under ``base_dir``."""
+
+    kind = "registry"
+    dir_prefix = "relay-registry-"
+    secret_name = "password"
 
     def __init__(
         self,
@@ -87,31 +67,24 @@ class Registry:
         notify_threshold: int = 3,
         startup_timeout: float = 15.0,
     ) -> None:
-        self._own_dir = base_dir is None
-        self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix="relay-registry-"))
-        self.base_dir.mkdir(parents=True, exist_ok=True)
-        self.username = username
-        self.password = password or secrets.token_urlsafe(18)
-        self.port = port or free_port()
+        super().__init__(
+            base_dir,
+            username=username,
+            password=password,
+            port=port,
+            startup_timeout=startup_timeout,
+        )
+        self.password_file = self.secret_file
         self.storage_dir = self.base_dir / "storage"
         self.config_path = self.base_dir / "config.yml"
-        self.htpasswd_path = self.base_dir / "htpasswd"
-        self.password_file = self.base_dir / "password"
         self.log_path = self.base_dir / "registry.log"
         self.notify_url = notify_url
         self.notify_headers = dict(notify_headers or {})
         self.notify_backoff = notify_backoff
         self.notify_timeout = notify_timeout
         self.notify_threshold = notify_threshold
-        self.startup_timeout = startup_timeout
         self._binary = require_binary("docker-registry")
-        self._proc: GroupProcess | None = None
-        self._started_once = False
-        self.last_start_seconds: float | None = None
         self.storage_dir.mkdir(exist_ok=True)
-        self.htpasswd_path.write_text(make_htpasswd_line(self.username, self.password) + "\n")
-        self.password_file.write_text(self.password)
-        self.password_file.chmod(0o600)
         self._write_config()
 
     # --- addresses and credentials --------------------------------------------------------
@@ -129,14 +102,6 @@ class Registry:
     def creds(self) -> str:
         """``user:password`` as buildah/skopeo ``--creds`` want it."""
         return f"{self.username}:{self.password}"
-
-    @property
-    def auth_headers(self) -> dict[str, str]:
-        return {"Authorization": basic_auth(self.username, self.password)}
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.running
 
     # --- config and lifecycle -------------------------------------------------------------
 
@@ -175,74 +140,27 @@ class Registry:
         # JSON is valid YAML: no YAML library needed.
         self.config_path.write_text(json.dumps(config, indent=2) + "\n")
 
-    def start(self) -> Registry:
-        """Start (or restart on the same port and storage); returns once /v2/ answers 401."""
-        if self.running:
-            return self
-        if self._started_once:  # a restart: same port, same storage, or fail
-            if not port_is_free(self.port):
-                raise ServiceError(f"registry port {self.port} is taken by something else")
-            self._start_once()
-            return self
-        for attempt in range(3):  # first start: another free port if this one was snatched
-            if attempt or not port_is_free(self.port):
-                self.port = free_port()
-                self._write_config()
-            try:
-                self._start_once()
-                break
-            except ServiceError:
-                if attempt == 2:
-                    raise
-        self._started_once = True
-        return self
+    def _on_new_port(self) -> None:
+        self._write_config()  # it names the port
 
-    def _start_once(self) -> None:
-        t0 = time.monotonic()
+    def _launch(self) -> None:
         # REGISTRY_* variables override the config file: never inherit them.
         env = clean_env(drop_prefixes=("REGISTRY_", "OTEL_"))
-        proc = GroupProcess(
-            "docker-registry",
-            [self._binary, "serve", str(self.config_path)],
-            self.log_path,
-            env=env,
-            cwd=self.base_dir,
-        )
-        proc.start()
-        self._proc = proc
-        try:
-            wait_for(
-                lambda: http_status(f"{self.url}/v2/") == 401,
-                timeout=self.startup_timeout,
-                what=f"docker-registry on {self.host}",
-                alive=proc.death_note,
+        proc = self._spawn(
+            GroupProcess(
+                "docker-registry",
+                [self._binary, "serve", str(self.config_path)],
+                self.log_path,
+                env=env,
+                cwd=self.base_dir,
             )
-        except ServiceError:
-            proc.stop()
-            self._proc = None
-            raise
-        self.last_start_seconds = time.monotonic() - t0
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.stop()
-            self._proc = None
-
-    def close(self) -> None:
-        """Stop, and remove the state directory if this object made it."""
-        self.stop()
-        if self._own_dir:
-            import shutil
-
-            shutil.rmtree(self.base_dir, ignore_errors=True)
-
-    def __enter__(self) -> Registry:
-        return self.start()
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+        )
+        wait_for(
+            lambda: http_status(f"{self.url}/v2/") == 401,
+            timeout=self.startup_timeout,
+            what=f"docker-registry on {self.host}",
+            alive=proc.death_note,
+        )
 
     def log_text(self) -> str:
         try:

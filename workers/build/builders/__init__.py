@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from relay.errors import Permanent
 from relay.settings import Settings
-from workers.build.builders.base import Builder, BuildJob
+from workers.build.builders.base import Builder, BuildJob, ToolBuilder
 from workers.build.builders.buildah import BuildahBuilder
 from workers.build.builders.buildkit import BuildkitBuilder
 from workers.build.builders.docker import DockerBuilder
@@ -26,20 +26,19 @@ class NoBuilder:
         )
 
 
+_BACKENDS: dict[str, type[ToolBuilder]] = {
+    "buildah": BuildahBuilder,
+    "buildkit": BuildkitBuilder,
+    "docker": DockerBuilder,
+}
+
+
 def make_builder(settings: Settings, *, recorder: ArgvRecorder | None = None) -> Builder:
     registry = settings.deploy.registry
-    builder = settings.deploy.builder
     creds = credentials(registry, registry_host(registry))
-    match builder.backend:
-        case "buildah":
-            return BuildahBuilder(
-                builder, creds=creds, insecure=registry.insecure, recorder=recorder
-            )
-        case "buildkit":
-            return BuildkitBuilder(
-                builder, creds=creds, insecure=registry.insecure, recorder=recorder
-            )
-        case "docker":
-            return DockerBuilder(builder, creds=creds, recorder=recorder)
-        case _:
-            return NoBuilder()
+    backend = _BACKENDS.get(settings.deploy.builder.backend)
+    if backend is None:
+        return NoBuilder()
+    return backend(
+        settings.deploy.builder, creds=creds, insecure=registry.insecure, recorder=recorder
+    )

@@ -17,12 +17,11 @@ from pathlib import Path
 
 import structlog
 
-from relay.errors import Permanent
 from relay.settings import BuilderSettings
 from workers.build.auth import Credentials
 from workers.build.builders.base import (
     BuildJob,
-    check_step,
+    ToolBuilder,
     clean_env,
     read_digest,
     write_auth_file,
@@ -37,8 +36,9 @@ def default_root() -> Path:
     return Path(tempfile.gettempdir()) / "relay-buildah"
 
 
-class BuildahBuilder:
+class BuildahBuilder(ToolBuilder):
     name = "buildah"
+    tool = "buildah"
 
     def __init__(
         self,
@@ -48,20 +48,13 @@ class BuildahBuilder:
         insecure: bool,
         recorder: ArgvRecorder | None = None,
     ) -> None:
-        self._settings = settings
-        self._creds = creds
-        self._insecure = insecure
-        self._recorder = recorder
-        self._binary = shutil.which("buildah")
+        super().__init__(settings, creds=creds, insecure=insecure, recorder=recorder)
         self.root = settings.buildah_root or default_root()
         self._driver: str | None = settings.storage_driver
         self._driver_lock = asyncio.Lock()
 
     async def build_and_push(self, job: BuildJob, log_lines: LineSink) -> str:
-        if self._binary is None:
-            raise Permanent(
-                "builder_unavailable", "builder.backend is buildah but it is not installed"
-            )
+        self._tool_path()
         base = await self._base_args()
         authfile = job.workdir / "auth.json"
         await asyncio.to_thread(write_auth_file, authfile, self._creds)
@@ -75,14 +68,10 @@ class BuildahBuilder:
             "buildah push", [*push, job.ref, f"docker://{job.ref}"], env, log_lines, pushing=True
         )
         digest = read_digest(digestfile, "buildah push")
-        await run(
-            [*base, "rmi", "--force", job.ref], env=env, on_line=log_lines, recorder=self._recorder
-        )
+        await self._run([*base, "rmi", "--force", job.ref], env, log_lines)
         return digest
 
     def bud_args(self, job: BuildJob, authfile: Path, tls: Sequence[str]) -> list[str]:
-        labels = [arg for k, v in sorted(job.labels.items()) for arg in ("--label", f"{k}={v}")]
-        platform = ["--platform", self._settings.platform] if self._settings.platform else []
         return [
             "bud",
             "--isolation",
@@ -90,26 +79,13 @@ class BuildahBuilder:
             "--authfile",
             str(authfile),
             *tls,
-            *platform,
-            *labels,
+            *self._platform_and_labels(job),
             "--file",
             str(job.dockerfile),
             "--tag",
             job.ref,
             str(job.context_dir),
         ]
-
-    async def _step(
-        self,
-        step: str,
-        argv: list[str],
-        env: dict[str, str],
-        log_lines: LineSink,
-        *,
-        pushing: bool = False,
-    ) -> None:
-        result = await run(argv, env=env, on_line=log_lines, recorder=self._recorder)
-        check_step(result, step, pushing=pushing)
 
     def _env(self, workdir: Path, authfile: Path) -> dict[str, str]:
         return clean_env(

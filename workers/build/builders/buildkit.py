@@ -10,54 +10,32 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from pathlib import Path
 
 from relay.errors import Permanent
-from relay.settings import BuilderSettings
-from workers.build.auth import Credentials
-from workers.build.builders.base import BuildJob, check_step, clean_env, private_config_dir
-from workers.build.proc import ArgvRecorder, LineSink, run
+from workers.build.builders.base import BuildJob, ToolBuilder, clean_env, private_config_dir
+from workers.build.proc import LineSink
 
 
-class BuildkitBuilder:
+class BuildkitBuilder(ToolBuilder):
     name = "buildkit"
-
-    def __init__(
-        self,
-        settings: BuilderSettings,
-        *,
-        creds: Credentials | None,
-        insecure: bool,
-        recorder: ArgvRecorder | None = None,
-    ) -> None:
-        self._settings = settings
-        self._creds = creds
-        self._insecure = insecure
-        self._recorder = recorder
-        self._binary = shutil.which("buildctl")
+    tool = "buildctl"
+    platform_flag = ("--opt", "platform=")
+    label_flag = ("--opt", "label:")
 
     async def build_and_push(self, job: BuildJob, log_lines: LineSink) -> str:
-        if self._binary is None:
-            raise Permanent(
-                "builder_unavailable", "builder.backend is buildkit but buildctl is not installed"
-            )
+        binary = self._tool_path()
         config_dir = await asyncio.to_thread(private_config_dir, job.workdir, self._creds)
         metadata = job.workdir / "metadata.json"
         env = clean_env({"DOCKER_CONFIG": str(config_dir)})
-        argv = [self._binary, *self.build_args(job, metadata)]
-        result = await run(argv, env=env, on_line=log_lines, recorder=self._recorder)
-        check_step(result, "buildctl build", pushing=True)
+        argv = [binary, *self.build_args(job, metadata)]
+        await self._step("buildctl build", argv, env, log_lines, pushing=True)
         return _metadata_digest(metadata)
 
     def build_args(self, job: BuildJob, metadata: Path) -> list[str]:
         output = f"type=image,name={job.ref},push=true"
         if self._insecure:
             output += ",registry.insecure=true"
-        platform = (
-            ["--opt", f"platform={self._settings.platform}"] if self._settings.platform else []
-        )
-        labels = [a for k, v in sorted(job.labels.items()) for a in ("--opt", f"label:{k}={v}")]
         return [
             "--addr",
             self._settings.buildkit_addr,
@@ -70,8 +48,7 @@ class BuildkitBuilder:
             f"dockerfile={job.dockerfile.parent}",
             "--opt",
             f"filename={job.dockerfile.name}",
-            *platform,
-            *labels,
+            *self._platform_and_labels(job),
             "--output",
             output,
             "--metadata-file",
