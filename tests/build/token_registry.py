@@ -22,12 +22,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
+from tests.support._http import http_status
 from tests.support._procs import (
     LOOPBACK,
     GroupProcess,
     clean_env,
     free_port,
-    http_status,
     require_binary,
     wait_for,
 )

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.support._procs import LOOPBACK, ServiceError, basic_auth, http_request, http_status
+from tests.support._http import basic_auth, http_request, http_status
+from tests.support._procs import LOOPBACK, ServiceError
 from tests.support.gitserver import GitServer
 from tests.support.images import (
     Buildah,

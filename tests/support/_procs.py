@@ -1,4 +1,4 @@
-"""Small process, port and HTTP helpers shared by the service harnesses.
+"""Small process and port helpers shared by the service harnesses.
 
 ``LoopbackService`` is the lifecycle the Git server and the registry share: state under one
 directory, Basic-auth credentials, one loopback port kept across restarts, start/stop/close.
@@ -12,7 +12,6 @@ Children started from the main thread also get SIGTERM when the test process die
 from __future__ import annotations
 
 import abc
-import base64
 import contextlib
 import ctypes
 import os
@@ -25,13 +24,13 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self
+
+from tests.support._http import basic_auth
 
 LOOPBACK = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
@@ -395,58 +394,3 @@ class LoopbackService(abc.ABC):
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-# --- tiny HTTP client (no third-party dependency) --------------------------------------------
-
-
-@dataclass
-class HttpResponse:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name.lower())
-
-
-def basic_auth(username: str, password: str) -> str:
-    token = base64.b64encode(f"{username}:{password}".encode()).decode()
-    return f"Basic {token}"
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: object, **kwargs: object) -> None:
-        return None
-
-
-_OPENER = urllib.request.build_opener(_NoRedirect)
-
-
-def http_request(
-    method: str,
-    url: str,
-    *,
-    data: bytes | None = None,
-    headers: Mapping[str, str] | None = None,
-    timeout: float = 10.0,
-) -> HttpResponse:
-    """One HTTP request; 4xx/5xx come back as responses, not exceptions; redirects not followed."""
-    req = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
-    try:
-        with _OPENER.open(req, timeout=timeout) as resp:
-            return HttpResponse(
-                resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
-            )
-    except urllib.error.HTTPError as err:
-        with err:
-            body = err.read()
-            return HttpResponse(err.code, {k.lower(): v for k, v in err.headers.items()}, body)
-
-
-def http_status(url: str, headers: Mapping[str, str] | None = None, timeout: float = 1.0) -> int:
-    """Status of a GET, or 0 while nothing answers."""
-    try:
-        return http_request("GET", url, headers=headers, timeout=timeout).status
-    except (OSError, urllib.error.URLError):
-        return 0

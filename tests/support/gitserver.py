@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support._http import http_status
 from tests.support._procs import (
     LOOPBACK,
     GroupProcess,
@@ -31,7 +32,6 @@ from tests.support._procs import (
     ServiceError,
     clean_env,
     file_tail,
-    http_status,
     require_binary,
     wait_for,
 )

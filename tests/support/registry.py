@@ -22,15 +22,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from tests.support._http import HttpResponse, http_request, http_status
 from tests.support._procs import (
     LOOPBACK,
     GroupProcess,
-    HttpResponse,
     LoopbackService,
     ServiceError,
     clean_env,
-    http_request,
-    http_status,
     require_binary,
     wait_for,
 )
