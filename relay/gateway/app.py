@@ -78,7 +78,7 @@ def create_app(*, settings: Settings, bus: Bus) -> web.Application:
     app.router.add_post("/hook/{receiver}", hooks.hook)
     app.router.add_post("/deploy", deploy.deploy)
     app.router.add_delete("/apps/{app}", deploy.delete_app)
-    add_routes(app, bus, history=settings.broker.history)
+    add_routes(app, bus, history=settings.broker.history, listeners=[state.signatures.learn])
     return app
 
 

@@ -4,6 +4,11 @@ Each request carries ``X-Relay-Timestamp`` / ``X-Relay-Signature`` (or Standard 
 headers) over ``"<timestamp>.<raw body>"``, fresh within ``deploy.signature_window`` and used
 once; the body is the deploy request model (422 names the bad field). ``Idempotency-Key`` or
 ``webhook-id`` makes a resent request answer 200 with the deployment it already started.
+
+A request's deployment id and first event id derive from its signature (``signed_ids``), so every
+gateway replica gives the same ones: each replica learns the ids used at the others from the event
+history (``SignatureLedger.learn``) and refuses the replay with 409, and two replicas taking one
+request at the same moment publish the same event for the same deployment.
 """
 
 from __future__ import annotations
@@ -29,6 +34,14 @@ from relay.signing import verify_relay
 
 log = structlog.get_logger(__name__)
 IDEMPOTENCY_HEADERS = ("Idempotency-Key", "webhook-id")
+SIGNED = uuid.UUID("0c4f3a52-9d1e-4c8b-a1f6-5e2b7d90c3a4")  # namespace of signature-derived ids
+
+
+def signed_ids(method: str, signature: str) -> tuple[str, str]:
+    """(first event id, deployment id) of the request ``method`` signed with ``signature``."""
+    event_id = uuid.uuid5(SIGNED, f"event {method} {signature}")
+    deployment_id = uuid.uuid5(SIGNED, f"deployment {method} {signature}")
+    return str(event_id), str(deployment_id)
 
 
 def _configured(state: GatewayState) -> None:
@@ -70,7 +83,7 @@ def _links(state: GatewayState, deployment_id: str, app: str) -> dict[str, str]:
 
 
 async def _start(
-    request: web.Request, state: GatewayState, app: str, data: EventData
+    request: web.Request, state: GatewayState, app: str, data: EventData, ids: tuple[str, str]
 ) -> web.Response:
     """Publish the first event of a new deployment (once per idempotency key)."""
     key = next((request.headers[h] for h in IDEMPOTENCY_HEADERS if request.headers.get(h)), None)
@@ -78,10 +91,15 @@ async def _start(
         fresh, seen = await state.deploys.begin(f"{request.method} {key}")
         if not fresh:
             return web.json_response({**seen, "duplicate": True})
-    deployment_id = str(uuid.uuid4())
+    event_id, deployment_id = ids
     try:
         event = event_for(
-            data, source=request.path, subject=app, deploymentid=deployment_id, app=app
+            data,
+            source=request.path,
+            subject=app,
+            deploymentid=deployment_id,
+            app=app,
+            event_id=event_id,
         )
         with bind_context(deployment_id=deployment_id, app=app, event_id=event.id):
             await publish_confirmed(state, event, essential=True)
@@ -105,7 +123,8 @@ async def deploy(request: web.Request) -> web.Response:
     state.limit(request, "deploy")
     require_media_type(request, {"application/json"})
     body, signature = await _signed_body(request, state)
-    async with state.signatures.once(signature):
+    ids = signed_ids(request.method, signature)
+    async with state.signatures.once(ids[0]):
         wanted = parse_request(body)
         data = DeployRequested(
             request=wanted,
@@ -113,7 +132,7 @@ async def deploy(request: web.Request) -> web.Response:
             callback_url=str(wanted.callback_url) if wanted.callback_url else None,
             requested_at=datetime.now(UTC),
         )
-        return await _start(request, state, wanted.app, data)
+        return await _start(request, state, wanted.app, data, ids)
 
 
 async def delete_app(request: web.Request) -> web.Response:
@@ -121,10 +140,12 @@ async def delete_app(request: web.Request) -> web.Response:
     _configured(state)
     state.limit(request, "deploy")
     _, signature = await _signed_body(request, state)
-    async with state.signatures.once(signature):
+    ids = signed_ids(request.method, signature)
+    async with state.signatures.once(ids[0]):
         app = request.match_info["app"]
         try:
             check_app_name(app)
         except ValueError as exc:
             raise Unprocessable(f"app: {exc}", extra={"field": "app"}) from None
-        return await _start(request, state, app, AppDeleteRequested(requested_at=datetime.now(UTC)))
+        deleting = AppDeleteRequested(requested_at=datetime.now(UTC))
+        return await _start(request, state, app, deleting, ids)

@@ -6,7 +6,9 @@ a retry may try again; the newest ``size`` finished keys are kept. Consumers als
 they have seen, and event ids derive from these keys, so a per-process window is enough.
 
 ``SignatureLedger`` accepts each deploy signature once while it could still verify: a replay
-within the window is refused, one whose first request failed may be sent again.
+within the window is refused, one whose first request failed may be sent again. It holds the id of
+the first event a signature yields (``relay.gateway.deploy.signed_ids``), so it also *learns* the
+signatures other replicas accepted from their events in the history (``learn``).
 """
 
 from __future__ import annotations
@@ -16,9 +18,13 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
+from relay.events import CloudEvent
 from relay.gateway.errors import Conflict
+
+SIGNED_KEYS = frozenset({"deploy.requested", "app.delete.requested"})
 
 
 class Window:
@@ -68,17 +74,32 @@ class SignatureLedger:
         """Signatures held: those used within the last ``2 * window + 5`` seconds."""
         return len(self._seen)
 
-    @asynccontextmanager
-    async def once(self, signature: str) -> AsyncIterator[None]:
-        """Hold ``signature`` for the request; kept if the request succeeds, else released."""
-        now = time.monotonic()
+    def _prune(self, now: float) -> None:
         while self._seen and next(iter(self._seen.values())) < now:
             self._seen.popitem(last=False)
-        if signature in self._seen:
+
+    @asynccontextmanager
+    async def once(self, key: str) -> AsyncIterator[None]:
+        """Hold ``key`` for the request; kept if the request succeeds, else released."""
+        now = time.monotonic()
+        self._prune(now)
+        if self._seen.get(key, 0.0) >= now:
             raise Conflict("this signature was already used; sign each request afresh")
-        self._seen[signature] = now + self._keep
+        self._seen[key] = now + self._keep
         try:
             yield
         except BaseException:
-            self._seen.pop(signature, None)
+            self._seen.pop(key, None)
             raise
+
+    def learn(self, event: CloudEvent) -> None:
+        """Remember the key of a signed request another replica accepted (its first event)."""
+        if event.routing_key not in SIGNED_KEYS:
+            return
+        age = (datetime.now(UTC) - event.time).total_seconds()
+        if age >= self._keep:
+            return
+        now = time.monotonic()
+        self._prune(now)
+        until = now + self._keep - max(age, 0.0)
+        self._seen[event.id] = max(until, self._seen.get(event.id, 0.0))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import structlog
 from aiohttp import web
@@ -23,6 +23,7 @@ from relay.tracker import Tracker
 log = structlog.get_logger(__name__)
 
 TRACKER: web.AppKey[Tracker] = web.AppKey("tracker", Tracker)
+Listener = Callable[[CloudEvent], None]
 STATUSES = (
     "pending",
     "building",
@@ -126,14 +127,19 @@ def _json_error(status: int, code: str, detail: str) -> web.Response:
     return web.json_response({"error": code, "detail": detail}, status=status)
 
 
-async def feed(bus: Bus, tracker: Tracker, *, history: bool) -> None:
-    """Apply every event to the tracker until cancelled: first the recorded history (so a
-    restarted gateway shows the same timelines), then live; re-reads after a broken connection."""
+async def feed(
+    bus: Bus, tracker: Tracker, *, history: bool, listeners: Sequence[Listener] = ()
+) -> None:
+    """Apply every event to the tracker (and ``listeners``) until cancelled: first the recorded
+    history (so a restarted gateway shows the same timelines), then live; re-reads after a
+    broken connection."""
     while True:
         try:
             events = bus.history() if history else bus.tap(("#",))
             async for event in events:
                 tracker.apply(event)
+                for listener in listeners:
+                    listener(event)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -142,9 +148,14 @@ async def feed(bus: Bus, tracker: Tracker, *, history: bool) -> None:
 
 
 def add_routes(
-    app: web.Application, bus: Bus, *, history: bool, tracker: Tracker | None = None
+    app: web.Application,
+    bus: Bus,
+    *,
+    history: bool,
+    tracker: Tracker | None = None,
+    listeners: Sequence[Listener] = (),
 ) -> Tracker:
-    """Mount the status routes and the tracker feed on an application."""
+    """Mount the status routes and the tracker feed (which also calls ``listeners``)."""
     tracker = tracker or Tracker()
     app[TRACKER] = tracker
     app.router.add_get("/deployments", list_deployments)
@@ -152,7 +163,8 @@ def add_routes(
     app.router.add_get("/deployments/{id}/events", deployment_events)
 
     async def run_feed(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(feed(bus, tracker, history=history), name="tracker-feed")
+        following = feed(bus, tracker, history=history, listeners=listeners)
+        task = asyncio.create_task(following, name="tracker-feed")
         yield
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

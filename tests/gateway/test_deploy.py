@@ -286,3 +286,26 @@ def test_unknown_fields_refused(extra: dict[str, int]) -> None:
         return
     with pytest.raises(ValidationError):
         DeployRequest.model_validate(payload)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        pytest.param(lambda sig: "sha256=" + sig.removeprefix("sha256=").upper(), id="upper-hex"),
+        pytest.param(lambda sig: f"{sig} ", id="trailing-space"),
+        pytest.param(lambda sig: sig.replace("sha256=", "SHA256="), id="upper-prefix"),
+    ],
+)
+async def test_a_respelled_signature_is_still_a_replay(
+    memory_gateway: Harness, variant: Any
+) -> None:
+    """Hex is case-blind and the header may be padded: the replay key is the digest itself."""
+    now = int(time.time())
+    body, headers = signed_json(GOOD, timestamp=now)
+    first = await memory_gateway.client.post("/deploy", data=body, headers=headers)
+    assert first.status == 202
+    respelled = {**headers, "X-Relay-Signature": variant(headers["X-Relay-Signature"])}
+    respelled["X-Relay-Timestamp"] = f"0{now}"  # the same second, written differently
+    again = await memory_gateway.client.post("/deploy", data=body, headers=respelled)
+    assert again.status == 409, await again.text()
+    assert (await again.json())["error"] == "replayed_signature"
