@@ -161,7 +161,8 @@ def mutated(draw: st.DrawFn, seed: Any) -> Any:
     for _ in range(draw(st.integers(1, 3))):
         paths = list(walk(value))
         hot = [p for p in paths if p and p[-1] in HOT]
-        path = draw(st.sampled_from(hot) if hot and draw(st.booleans()) else st.sampled_from(paths))
+        pick_hot = bool(hot) and draw(st.booleans())
+        path = draw(st.sampled_from(hot) if pick_hot else st.sampled_from(paths))
         value = replace(value, path, draw(JSON | st.just(DELETE)))
     return value
 

@@ -86,8 +86,9 @@ class Signer(requests.auth.AuthBase):
         self.receiver = receiver
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        body = request.body or b""
-        body = body.encode() if isinstance(body, str) else body
+        raw = request.body or b""
+        body = raw.encode() if isinstance(raw, str) else raw
+        assert isinstance(body, bytes), f"cannot sign a streamed body: {type(body).__name__}"
         if self.receiver is None:
             age = next(AGES) % 250  # each request its own timestamp: never a replayed signature
             request.headers.update(sign_headers(DEPLOY_SECRET, body, int(time.time()) - age))

@@ -12,6 +12,7 @@ import json
 import socket
 import time
 import uuid
+from typing import Any
 
 import pytest
 import requests
@@ -52,7 +53,14 @@ def send_raw(
     return int(lines[0].split()[1]), fields, payload
 
 
-def _check(live: LiveGateway, method: str, template: str, path: str, headers: list, body: bytes):
+def _check(
+    live: LiveGateway,
+    method: str,
+    template: str,
+    path: str,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+) -> tuple[int, Any, int]:
     before = live.published
     status, fields, payload = send_raw(live, method, path, headers, body)
     decoded = oracle.check(method, template, status, fields, payload)

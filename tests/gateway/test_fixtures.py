@@ -13,7 +13,9 @@ from tests.gateway.conftest import FIXTURES, Harness, signed
 Z = "0" * 40
 
 
-def push(provider: str, receiver: str, repo: str, clone: str | None, ref: str, **kw: Any) -> dict:
+def push(
+    provider: str, receiver: str, repo: str, clone: str | None, ref: str, **kw: Any
+) -> dict[str, Any]:
     data = {
         "provider": provider,
         "receiver": receiver,
@@ -35,7 +37,7 @@ BB_SHA_OLD, BB_SHA = (
     "141977fedf5cf35aa290ac87d4b5177ac4cd9de1",
 )
 
-PUSHES: list[tuple[str, str, str, str, dict]] = [
+PUSHES: list[tuple[str, str, str, str, dict[str, Any]]] = [
     (
         "github/push.json",
         "gh",
@@ -422,7 +424,7 @@ def envelope_checks(event: dict[str, Any], routing_key: str, receiver: str) -> N
 
 @pytest.mark.parametrize(("name", "receiver", "event", "key", "data"), PUSHES)
 async def test_push_fixtures_are_normalised(
-    gateway: Harness, name: str, receiver: str, event: str, key: str, data: dict
+    gateway: Harness, name: str, receiver: str, event: str, key: str, data: dict[str, Any]
 ) -> None:
     body = body_of(name)
     resp = await gateway.hook(receiver, body, signed(receiver, body, event, **_delivery(receiver)))

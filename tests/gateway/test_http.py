@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import pytest
+from aiohttp import ClientResponse
 
 from relay.gateway.limits import RateLimiter, client_ip, parse_networks
 from tests.gateway.conftest import FIXTURES, Harness, memory_harness, signed
@@ -172,7 +173,7 @@ async def test_event_and_branch_filters(tmp_path: Path) -> None:
     }
     async with memory_harness(tmp_path, receivers=[extra]) as harness:
 
-        def post(body: bytes, event: str) -> object:
+        def post(body: bytes, event: str) -> Awaitable[ClientResponse]:
             return harness.hook("only", body, signed("gh", body, event, secret="filter-secret"))
 
         pr = (FIXTURES / "github/pull_request_opened.json").read_bytes()

@@ -25,6 +25,11 @@ from relay.kube.informer import Informer
 from workers.reconcile.flux import REQUESTED_AT
 
 
+def _release(busy: set[str], name: str) -> Callable[[asyncio.Task[None]], None]:
+    """A done-callback that frees ``name`` for its next reconcile."""
+    return lambda _task: busy.discard(name)
+
+
 class StatusWriter(Protocol):
     async def __call__(
         self, resource: Resource, namespace: str, name: str, status: Obj
@@ -109,7 +114,7 @@ class StandInFlux:
                         continue
                     busy.add(name)
                     task = asyncio.create_task(self._reconcile(informer.resource, obj, value))
-                    task.add_done_callback(lambda _, n=name: busy.discard(n))
+                    task.add_done_callback(_release(busy, name))
             await asyncio.sleep(0.02)
 
     async def _reconcile(self, resource: Resource, obj: Obj, value: str) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -149,8 +150,8 @@ async def test_the_rbac_manifest_grants_exactly_the_contract(admin: AdminApi) ->
         ok=(201, 409),
     )
     for obj in yaml.safe_load_all(RBAC_FILE.read_text()):
-        resource = _resource_of(obj)
-        await admin.request("POST", resource.path(obj["metadata"]["namespace"]), obj, ok=(201, 409))
+        target = _resource_of(obj)
+        await admin.request("POST", target.path(obj["metadata"]["namespace"]), obj, ok=(201, 409))
     for namespace, group, resource, verb in ALLOWED + DENIED:
         review = await admin.request(
             "POST",
@@ -178,7 +179,7 @@ async def test_the_rbac_manifest_grants_exactly_the_contract(admin: AdminApi) ->
         assert review["status"].get("allowed", False) is expected, (namespace, resource, verb)
 
 
-def _resource_of(obj: dict) -> Resource:
+def _resource_of(obj: dict[str, Any]) -> Resource:
     kind = obj["kind"]
     if kind == "ServiceAccount":
         return Resource("", "v1", "serviceaccounts", kind)

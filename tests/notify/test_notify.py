@@ -56,7 +56,7 @@ def settings(tmp_path: Path, **callback: object) -> Settings:
     (tmp_path / "deploy").write_text(SECRET)
     (tmp_path / "hdr").write_text("static-header-value")
     return Settings(
-        deploy={  # type: ignore[arg-type]
+        deploy={
             "secret_file": tmp_path / "deploy",
             "callback": {
                 "retry_schedule": [0.01, 0.02, 0.03],
@@ -65,7 +65,7 @@ def settings(tmp_path: Path, **callback: object) -> Settings:
                 **callback,
             },
         },
-        broker={"retry": {"delays": [0.01], "max_attempts": 2}},  # type: ignore[arg-type]
+        broker={"retry": {"delays": [0.01], "max_attempts": 2}},
     )
 
 
@@ -229,7 +229,7 @@ async def test_sinks_get_their_own_message_once(
         Settings(
             deploy=base.deploy,
             broker=base.broker,
-            notify={  # type: ignore[arg-type]
+            notify={
                 "sinks": [
                     {
                         "type": "slack",

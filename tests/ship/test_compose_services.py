@@ -283,7 +283,7 @@ def _push(address: str, repo_name: str) -> int:
         assert status == 201
         blobs[content] = (digest, len(content))
     config, layer = blobs.values()
-    manifest = {
+    manifest: dict[str, Any] = {
         "schemaVersion": 2,
         "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
         "config": {

@@ -105,7 +105,7 @@ def test_the_compose_config_loads(
     assert settings.deploy.gitops.url == "http://git:8080/other.git"  # the environment wins
     assert settings.deploy.registry.insecure and settings.deploy.builder.backend == "buildkit"
     assert settings.kubernetes is None  # no cluster: reconcile and watch report skipped
-    services: dict[str, Any] = compose["services"]  # type: ignore[assignment]
+    services: dict[str, Any] = compose["services"]
     for name in ("gateway", "build", "commit", "reconcile", "watch", "notify"):
         provided = {f"{COMPOSE_SECRETS}{s}" for s in services[name]["secrets"]}
         assert _secret_paths(config, COMPOSE_SECRETS) <= provided, name

@@ -62,14 +62,14 @@ def test_it_builds_for_both_architectures(repo: Path, name: str) -> None:
         assert not ARCH_SPECIFIC.search(args), f"{word} {args}"
         if word == "FROM":
             assert "--platform" not in args
-    args = {
+    build_args = {
         a.split("=", 1)[0]: a.split("=", 1)[1]
         for w, a in _instructions(repo / name)
         if w == "ARG" and "=" in a
     }
-    for image in args.values():
+    for image in build_args.values():
         assert ":" in image and not image.endswith(":latest"), image
-    assert args["PYTHON_IMAGE"].startswith("python:3.11-slim")
+    assert build_args["PYTHON_IMAGE"].startswith("python:3.11-slim")
 
 
 def test_the_first_stage_builds_the_wheel(repo: Path) -> None:

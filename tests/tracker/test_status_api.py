@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from relay.bus.memory import MemoryBus
@@ -75,7 +76,7 @@ def test_failure_is_terminal_and_carries_the_error() -> None:
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[tuple[TestClient[object, object], MemoryBus]]:
+async def client() -> AsyncIterator[tuple[TestClient[web.Request, web.Application], MemoryBus]]:
     bus = MemoryBus()
     await bus.start()
     app = create_app(settings=Settings(), bus=bus)
@@ -103,7 +104,7 @@ async def read_sse(body: bytes) -> list[dict[str, str]]:
 
 
 async def test_routes_show_the_timeline_and_filter(
-    client: tuple[TestClient[object, object], MemoryBus],
+    client: tuple[TestClient[web.Request, web.Application], MemoryBus],
 ) -> None:
     http, bus = client
     await publish_all(bus, [event(d) for d in chain("d1")])
@@ -123,7 +124,7 @@ async def test_routes_show_the_timeline_and_filter(
 
 
 async def test_sse_streams_every_stage_in_order_resumes_and_closes(
-    client: tuple[TestClient[object, object], MemoryBus],
+    client: tuple[TestClient[web.Request, web.Application], MemoryBus],
 ) -> None:
     http, bus = client
     events = [event(d) for d in chain("d1")]

@@ -36,7 +36,7 @@ class Env:
 
 
 def settings_for(secret_file: Path, **kube: Any) -> Settings:
-    receivers = [
+    receivers: list[dict[str, Any]] = [
         {
             "name": "gh",
             "type": "github",

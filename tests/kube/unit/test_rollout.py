@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.kube.objects import (
@@ -26,7 +28,7 @@ from workers.watch.rollout import (
 )
 
 
-def with_status(dep: dict, status: dict, generation: int = 1) -> dict:
+def with_status(dep: dict[str, Any], status: dict[str, Any], generation: int = 1) -> dict[str, Any]:
     dep["metadata"]["generation"] = generation
     return {**dep, "status": status}
 

@@ -117,7 +117,7 @@ def failing_pod(fake: FakeCluster, dep: dict[str, Any], state: str, message: str
     )
     rs = fake.create(REPLICASETS, replicaset(dep, revision="1"))
     created = fake.create(PODS, pod(rs))
-    name = created["metadata"]["name"]
+    name: str = created["metadata"]["name"]
     fake.update_status(PODS, NAMESPACE, name, waiting(state, message, **kw))
     return name
 
