@@ -554,75 +554,50 @@ def collect(quick: bool = True) -> list[Metric]:
         return [skipped("gateway", f"{', '.join(missing)} not installed")]
     results, _, _ = measure(6 if quick else 10)
     bare, gateway, floor, hook = results
-    name, unit = f"hook req/s, wrk -c{CONNECTIONS}, 7 KB signed push, RabbitMQ confirms", "req/s"
+    rate = f"hook req/s, wrk -c{CONNECTIONS}, 7 KB signed push, RabbitMQ confirms"
+    ceiling = f"ceiling: the bus alone, {CONNECTIONS} confirmed publishes in flight, no HTTP"
+    rows: list[tuple[str, float, str, float | None, str, Goal | None]] = [
+        (
+            rate,
+            gateway.rps,
+            "req/s",
+            bare.rps,
+            "bare aiohttp",
+            Goal(on="ratio", op=">=", target=0.3),
+        ),
+        (
+            rate,
+            gateway.rps,
+            "req/s",
+            hook.rps,
+            "adnanh/webhook",
+            Goal(on="ratio", op=">=", target=3),
+        ),
+        (
+            f"p99 latency at {CONNECTIONS} connections",
+            gateway.p99_ms,
+            "ms",
+            bare.p99_ms,
+            "bare aiohttp",
+            Goal(on="value", op="<=", target=25),
+        ),
+        (rate, gateway.rps, "req/s", floor.rps, f"the bus alone, {CONNECTIONS} in flight", None),
+        (ceiling, floor.rps, "msg/s", bare.rps, "bare aiohttp", None),
+        (ceiling, floor.rps, "msg/s", hook.rps, "adnanh/webhook", None),
+        ("CPU per request", gateway.cpu_ms or 0.0, "ms", bare.cpu_ms, "bare aiohttp", None),
+        ("peak RSS under load", gateway.rss_mib or 0.0, "MiB", bare.rss_mib, "bare aiohttp", None),
+    ]
     return [
         Metric(
             bench="gateway",
             name=name,
-            value=gateway.rps,
+            value=value,
             unit=unit,
-            baseline=bare.rps,
-            baseline_name="bare aiohttp",
-            goal=Goal(on="ratio", op=">=", target=0.3),
-        ),
-        Metric(
-            bench="gateway",
-            name=name,
-            value=gateway.rps,
-            unit=unit,
-            baseline=hook.rps,
-            baseline_name="adnanh/webhook",
-            goal=Goal(on="ratio", op=">=", target=3),
-        ),
-        Metric(
-            bench="gateway",
-            name=f"p99 latency at {CONNECTIONS} connections",
-            value=gateway.p99_ms,
-            unit="ms",
-            baseline=bare.p99_ms,
-            baseline_name="bare aiohttp",
-            goal=Goal(on="value", op="<=", target=25),
-        ),
-        Metric(
-            bench="gateway",
-            name=name,
-            value=gateway.rps,
-            unit=unit,
-            baseline=floor.rps,
-            baseline_name="the bus alone, 32 in flight",
-        ),
-        Metric(
-            bench="gateway",
-            name="ceiling: the bus alone, 32 confirmed publishes in flight, no HTTP",
-            value=floor.rps,
-            unit="msg/s",
-            baseline=bare.rps,
-            baseline_name="bare aiohttp",
-        ),
-        Metric(
-            bench="gateway",
-            name="ceiling: the bus alone, 32 confirmed publishes in flight, no HTTP",
-            value=floor.rps,
-            unit="msg/s",
-            baseline=hook.rps,
-            baseline_name="adnanh/webhook",
-        ),
-        Metric(
-            bench="gateway",
-            name="CPU per request",
-            value=gateway.cpu_ms or 0.0,
-            unit="ms",
-            baseline=bare.cpu_ms,
-            baseline_name="bare aiohttp",
-        ),
-        Metric(
-            bench="gateway",
-            name="peak RSS under load",
-            value=gateway.rss_mib or 0.0,
-            unit="MiB",
-            baseline=bare.rss_mib,
-            baseline_name="bare aiohttp",
-        ),
+            baseline=baseline,
+            baseline_name=baseline_name,
+            goal=goal,
+        )
+        for name, value, unit, baseline, baseline_name, goal in rows
     ]
 
 
