@@ -9,6 +9,7 @@ every publishing route 503 with ``Retry-After``, and it recovers without a resta
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 import structlog
 from aiohttp import web
@@ -17,7 +18,7 @@ from relay.bus import Bus
 from relay.gateway import deploy, hooks
 from relay.gateway.middleware import errors
 from relay.gateway.state import STATE, build_state
-from relay.gateway.status import add_routes
+from relay.gateway.status import Listener, add_routes
 from relay.metrics import exposition
 from relay.settings import Settings
 
@@ -78,7 +79,8 @@ def create_app(*, settings: Settings, bus: Bus) -> web.Application:
     app.router.add_post("/hook/{receiver}", hooks.hook)
     app.router.add_post("/deploy", deploy.deploy)
     app.router.add_delete("/apps/{app}", deploy.delete_app)
-    add_routes(app, bus, history=settings.broker.history, listeners=[state.signatures.learn])
+    learned: list[Listener] = [state.signatures.learn, partial(hooks.learn_delivery, state)]
+    add_routes(app, bus, history=settings.broker.history, listeners=learned)
     return app
 
 

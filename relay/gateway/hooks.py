@@ -16,6 +16,7 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
+from relay.events import CloudEvent
 from relay.gateway.body import read_body, require_media_type
 from relay.gateway.errors import NotFound
 from relay.gateway.publish import event_for, publish_confirmed
@@ -103,38 +104,48 @@ async def _publish_each(
     duplicates: list[str] = []
     unrouted: list[str] = []
     for parsed in events:
-        key = f"{receiver.name}\n{parsed.dedupe_key}" if parsed.dedupe_key else None
+        ident = event_id(receiver, parsed)
+        # a delivery's event id is its key: every replica derives the same one (learn_delivery)
+        key = ident if parsed.dedupe_key is not None else None
         if key is not None:
             fresh, seen = await state.deliveries.begin(key)
             if not fresh:
                 duplicates.append(str(seen))
                 continue
         try:
-            ident = await _publish_one(state, receiver, parsed)
+            routed = await _publish_one(state, receiver, parsed, ident)
         except BaseException:
             if key is not None:
                 state.deliveries.abandon(key)
             raise
-        if key is not None and ident:
+        if key is not None and routed:
             state.deliveries.finish(key, ident)
         elif key is not None:
             state.deliveries.abandon(key)
-        (published if ident else unrouted).append(ident or parsed.routing_key)
+        (published if routed else unrouted).append(ident if routed else parsed.routing_key)
     return published, duplicates, unrouted
 
 
-async def _publish_one(state: GatewayState, receiver: Receiver, parsed: ParsedEvent) -> str | None:
+async def _publish_one(
+    state: GatewayState, receiver: Receiver, parsed: ParsedEvent, ident: str
+) -> bool:
     event = event_for(
         parsed.data,
         source=f"/hook/{receiver.name}",
         routing_key=parsed.routing_key,
         subject=parsed.subject,
-        event_id=event_id(receiver, parsed),
+        event_id=ident,
     )
     if not await publish_confirmed(state, event, essential=parsed.essential):
-        return None
+        return False
     log.debug("event published", routing_key=parsed.routing_key, event_id=event.id)
-    return event.id
+    return True
+
+
+def learn_delivery(state: GatewayState, event: CloudEvent) -> None:
+    """A webhook event another replica (or this one) published: its delivery is done."""
+    if event.source.startswith("/hook/"):
+        state.deliveries.learn(event.id, event.id)
 
 
 def _answer(

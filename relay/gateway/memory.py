@@ -2,8 +2,10 @@
 
 ``Window`` answers duplicates: a key is *begun* by one request at a time (a concurrent
 duplicate waits for it), *finished* with a value once its event is confirmed, or *abandoned* so
-a retry may try again; the newest ``size`` finished keys are kept. Consumers also skip event ids
-they have seen, and event ids derive from these keys, so a per-process window is enough.
+a retry may try again; the newest ``size`` finished keys are kept. For webhooks the key is the
+event id, derived from the delivery, so a replica also *learns* the deliveries other replicas
+published from their events in the history (``learn``); consumers skip event ids they have seen,
+so a duplicate racing past both is still harmless.
 
 ``SignatureLedger`` accepts each deploy signature once while it could still verify: a replay
 within the window is refused, one whose first request failed may be sent again. It holds the id of
@@ -58,6 +60,14 @@ class Window:
 
     def abandon(self, key: str) -> None:
         self._release(key)
+
+    def learn(self, key: str, value: Any = True) -> None:
+        """Count ``key`` as finished elsewhere (unless a request here is on it)."""
+        if self._size > 0 and key not in self._busy:
+            self._done[key] = value
+            self._done.move_to_end(key)
+            while len(self._done) > self._size:
+                self._done.popitem(last=False)
 
     def _release(self, key: str) -> None:
         waiter = self._busy.pop(key, None)

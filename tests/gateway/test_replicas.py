@@ -1,6 +1,7 @@
 """Two gateway replicas on one broker (the cluster runs two): a signed deploy is accepted once
-across both, since each replica learns the signatures used at the other from the event history,
-and a replay that races past it carries the same ids, so it is the same deployment downstream."""
+across both, and a webhook delivery is published once, since each replica learns what the other
+accepted from the event history; a request that races past it carries the same ids, so it is the
+same deployment (or event) downstream."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from relay.bus.rabbitmq import RabbitBus
 from relay.gateway.app import create_app
+from relay.gateway.state import STATE
 from relay.settings import BrokerSettings
 from relay.signing import sign_headers
-from tests.gateway.conftest import DEPLOY_SECRET, write_settings
+from tests.gateway.conftest import DEPLOY_SECRET, FIXTURES, signed, write_settings
 from tests.support.gateway_amqp import Vhost
 
 pytestmark = pytest.mark.rabbitmq
@@ -88,3 +90,29 @@ async def test_replicas_derive_the_same_ids_from_one_signature(
     bodies = [await a.json() for a in answers if a.status == 202]
     assert bodies, [a.status for a in answers]
     assert len({(b["deployment_id"], b["event_id"]) for b in bodies}) == 1
+
+
+async def test_a_delivery_published_at_one_replica_is_a_duplicate_at_the_other(
+    replicas: tuple[TestClient[Any, Any], TestClient[Any, Any]],
+) -> None:
+    one, other = replicas
+    body = (FIXTURES / "github" / "push.json").read_bytes()
+    headers = {**signed("gh", body), "X-GitHub-Delivery": "7f3c-replicas-1"}
+    first = await one.post("/hook/gh", data=body, headers=headers)
+    assert first.status == 202, await first.text()
+    event_id = (await first.json())["event_id"]
+    assert isinstance(other.server, TestServer)
+    deliveries = other.server.app[STATE].deliveries
+
+    async def heard_at_other() -> None:
+        while not len(deliveries):
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(heard_at_other(), 10)
+    again = await other.post("/hook/gh", data=body, headers=headers)
+    assert again.status == 200, await again.text()
+    assert await again.json() == {
+        "duplicate": True,
+        "duplicate_event_ids": [event_id],
+        "event_id": event_id,
+    }
