@@ -38,8 +38,8 @@ FORBIDDEN_GRACE = 5.0
 
 async def permitted(call: Callable[[], Awaitable[T]]) -> T:
     """``call()``, made again while the API server refuses it for less than the grace: its first
-    answers after a restart are 403 for everyone (measured: 30 to 60 ms on the test server),
-    which must not fail a deploy as ``forbidden``. A refusal that lasts is raised."""
+    answers after a restart are 403 for everyone (up to about 60 ms on the test server), which
+    must not fail a deploy as ``forbidden``. A refusal that lasts is raised."""
     backoff = Backoff(initial=0.05, cap=1.0)
     refused_since: float | None = None
     while True:
