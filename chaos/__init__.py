@@ -9,8 +9,10 @@ invariant failed.
   of the shared RabbitMQ, a real registry and Git server; each process SIGKILLed in turn during a
   run of signed deploys.
 - ``chaos.broker_restart``: a private, throw-away RabbitMQ node restarted under a gateway load.
-- ``chaos.service_outage``: the Git server and the registry stopped and started mid-run; dead
-  letters replayed with ``relay dlq`` once they are back.
+- ``chaos.service_outage``: the Git server, the registry and the Kubernetes API server (real
+  etcd + kube-apiserver, a stand-in Flux, the reconcile and watch workers following every deploy
+  to ``deploy.ready``) stopped and started mid-run; dead letters replayed with ``relay dlq``
+  once they are back.
 - ``chaos.secret_scan``: every log line of a run searched for every secret.
 
 Everything runs on loopback, bounded in count and time, and stops what it started.

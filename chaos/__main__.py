@@ -30,7 +30,11 @@ def scenarios(quick: bool) -> list[tuple[str, str, Scenario]]:
     return [
         ("kill_workers", "kill -9 of each relay process", lambda r: kill_workers.run(r, kill)),
         ("broker_restart", "RabbitMQ restarted under load", broker_restart.run),
-        ("service_outage", "Git and registry outages", lambda r: service_outage.run(r, outage)),
+        (
+            "service_outage",
+            "Git, registry and Kubernetes API server outages",
+            lambda r: service_outage.run(r, outage),
+        ),
     ]
 
 

@@ -31,7 +31,8 @@ class Check:
     detail: str
 
 
-async def _git(bare: Path, *args: str) -> str:
+async def git(bare: Path, *args: str) -> str:
+    """The output of ``git --git-dir BARE ARGS…``, run as a client ignoring any git config."""
     proc = await asyncio.create_subprocess_exec(
         "git",
         "--git-dir",
@@ -58,7 +59,7 @@ class GitHistory:
 
 async def git_history(bare: Path, branch: str = "main") -> GitHistory:
     """Every commit on ``branch`` and the deployment ids its message names."""
-    out = await _git(bare, "log", "--format=%H%x1f%B%x1e", branch)
+    out = await git(bare, "log", "--format=%H%x1f%B%x1e", branch)
     history = GitHistory()
     found: dict[str, list[str]] = defaultdict(list)
     for record in out.split("\x1e"):

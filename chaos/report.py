@@ -40,11 +40,25 @@ FINDINGS = """\
   reconnect, before every channel was restored, and RabbitMQ 3.10 confirmed them for a stream whose
   leader was not back. The bus now counts as connected only once every channel is restored
   (commit c7a9511); none missing in 9 runs since.
+- With the Kubernetes API server restarted under deploys, 6 deploys the reconcile worker was
+  retrying through the outage were failed for good as `forbidden` the moment it came back: a
+  restarted kube-apiserver answers 403 to everyone for up to about 60 ms (measured over 3
+  restarts; its RBAC cache is empty), and the direct read of a new app's Kustomization took that
+  as final. That read now believes a refusal only once it has lasted 5 s, as the patcher and
+  the informers already did (commit de189e2).
+- After that restart, informers on quiet collections (no pods; a Deployment that does not change)
+  kept reporting the outage, as a watch accepted again without an event did not end it: a rollout
+  timing out later blamed "Kubernetes API not answering". And every informer's "watch
+  interrupted/resumed" line carried the ids of the deploy that had happened to start it. A watch
+  accepted again now ends the outage, and informers log in a context of their own (commit 7e844dd).
 
 Left as it is: two `relay dlq` commands run at the same moment can make one of them miss a dead
 letter (each takes the whole queue unacknowledged while it looks); the runs replay one at a time.
 One broker restart run (of about 15) saw a single HTTP 500 from the gateway; its logs were not
 kept and it did not come back. A failed `make chaos` now keeps the run's logs and says where.
+A deploy that `relay dlq replay` brought to `deploy.ready` still answers `failed` on
+`GET /deployments/{id}` (the tracker never leaves a terminal status); the runs compare the status
+API with a deployment's first end.
 """
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,6 +6,13 @@ port and able to stop and start again on the same port and data. The relay runs 
 processes, ``relay gateway`` and ``relay worker NAME`` for every worker this installation has,
 with one YAML config whose secrets are files. Deploys carry a ``callback_url`` to a small sink
 here, which records every signed callback the notify worker delivers.
+
+With ``StackConfig.kubernetes`` the run also has a real Kubernetes API server (etcd and
+kube-apiserver from ``tests.support.kubeapi``, Flux's CRDs installed, the API server able to stop
+and start again on the same port and etcd data), a stand-in Flux process (``chaos.flux``) and a
+``kubernetes`` section in the config with the relay's least-privilege kubeconfig (the tests'
+RBAC: patch Flux objects, read rollouts), so the reconcile and watch workers talk to it and
+deploys end in ``deploy.ready``. Without it they report their stages as skipped.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import asyncio
 import base64
 import json
 import secrets
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +31,14 @@ import yaml
 from aiohttp import web
 
 import workers
+from chaos import flux
 from chaos.procs import RelayProcess, relay_argv
 from relay.signing import SignatureError, verify_relay
 from tests.support._procs import free_port
 from tests.support.gitserver import GitServer
 from tests.support.images import push_scratch_image
+from tests.support.kube_fixtures import ensure_kube_binaries, kube_cache_dir
+from tests.support.kubeapi import KubeAPIServer
 from tests.support.registry import Registry
 
 GITOPS_PATH = "kubernetes/rpi-cluster/apps/dynamic"
@@ -42,6 +53,10 @@ class StackConfig:
     batch_window_ms: int = 200
     build_concurrency: int = 2
     log_level: str = "info"
+    kubernetes: bool = False  # a real API server and a stand-in Flux (see the module docstring)
+    reconcile_timeout: float = 90.0  # the reconcile and watch workers' bounds on their waits
+    rollout_deadline: float = 60.0
+    rollout_seconds: float = 1.0  # how long the stand-in Flux's rollouts take
 
 
 class CallbackSink:
@@ -103,6 +118,10 @@ class Stack:
         self.worker_names = [n for n in workers.available() if n in workers.WORKERS]
         self.procs: dict[str, RelayProcess] = {}
         self.extra_secrets: dict[str, str] = {}  # e.g. a private broker's password
+        self.kube: KubeAPIServer | None = None
+        if config.kubernetes:
+            self.kube = KubeAPIServer(cache_dir=kube_cache_dir(), work_dir=root / "kube")
+        self.flux: RelayProcess | None = None
 
     @property
     def base_url(self) -> str:
@@ -122,6 +141,9 @@ class Stack:
         found["git-token"] = self.git.password
         found["registry-basic"] = _b64(f"{self.registry.username}:{self.registry.password}")
         found["git-basic"] = _b64(f"{self.git.username}:{self.git.password}")
+        if self.kube is not None:
+            found["kube-admin-token"] = self.kube.admin_token
+            found["kube-relay-token"] = self.kube.relay_token
         for name, value in list(found.items()):
             if not name.endswith("-basic"):
                 found[f"{name}-b64"] = _b64(value)
@@ -153,7 +175,17 @@ class Stack:
                 {"name": "gl", "type": "gitlab", "secret_file": self._secret_file("gitlab-token")},
             ],
             "deploy": self._deploy_settings(unlimited),
+            **({"kubernetes": self._kube_settings()} if self.kube is not None else {}),
             "log": {"level": self.cfg.log_level, "format": "json"},
+        }
+
+    def _kube_settings(self) -> dict[str, Any]:
+        assert self.kube is not None
+        return {
+            "kubeconfig": str(self.kube.relay_kubeconfig),
+            "reconcile_timeout": self.cfg.reconcile_timeout,
+            "kustomization_appear_timeout": self.cfg.reconcile_timeout,
+            "rollout_deadline": self.cfg.rollout_deadline,
         }
 
     def _deploy_settings(self, unlimited: dict[str, Any]) -> dict[str, Any]:
@@ -192,10 +224,42 @@ class Stack:
 
     async def start_services(self) -> None:
         await asyncio.gather(
-            asyncio.to_thread(self.registry.start), asyncio.to_thread(self.git.start)
+            asyncio.to_thread(self.registry.start),
+            asyncio.to_thread(self.git.start),
+            self._start_kube(),
         )
         await self.sink.start()
         self.write_config()
+        await self._start_flux()
+
+    async def _start_kube(self) -> None:
+        if self.kube is not None:
+            await asyncio.to_thread(ensure_kube_binaries)  # at once when they are cached
+            await asyncio.to_thread(self.kube.start)
+
+    async def _start_flux(self, timeout: float = 60.0) -> None:
+        if self.kube is None:
+            return
+        argv = [
+            sys.executable,
+            "-m",
+            "chaos.flux",
+            "--kubeconfig",
+            str(self.kube.admin_kubeconfig),
+            "--repo",
+            str(self.git.bare_path),
+            "--url",
+            self.git.url,
+            "--path",
+            GITOPS_PATH,
+            "--rollout-seconds",
+            str(self.cfg.rollout_seconds),
+        ]
+        self.flux = RelayProcess("flux", argv, self.logs / "flux.log")
+        mark = self.flux.mark()
+        await self.flux.start()
+        if not await self.flux.wait_line(flux.READY_LINE, since=mark, timeout=timeout):
+            raise RuntimeError(f"the stand-in Flux did not start; see {self.flux.log_path}")
 
     def write_config(self) -> None:
         self.config_path.write_text(yaml.safe_dump(self.settings(), sort_keys=False))
@@ -236,9 +300,13 @@ class Stack:
     async def close(self) -> None:
         """Stop every relay process (graceful, then killed), the sink and the services."""
         await asyncio.gather(*(p.stop(timeout=10.0) for p in self.procs.values()))
+        if self.flux is not None:
+            await self.flux.stop(timeout=5.0)
         await self.sink.stop()
         await asyncio.gather(
-            asyncio.to_thread(self.registry.stop), asyncio.to_thread(self.git.stop)
+            asyncio.to_thread(self.registry.stop),
+            asyncio.to_thread(self.git.stop),
+            *([asyncio.to_thread(self.kube.stop)] if self.kube is not None else []),
         )
 
     def log_files(self) -> list[Path]:

@@ -11,10 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from relay.errors import Permanent
 from relay.kube.errors import Forbidden
 from relay.kube.informer import Informer
+from relay.kube.retry import Backoff
+
+T = TypeVar("T")
 
 
 async def until_synced(informer: Informer, *, deadline: float, what: str) -> None:
@@ -29,6 +34,23 @@ async def until_synced(informer: Informer, *, deadline: float, what: str) -> Non
 # A restarted API server refuses everyone for a moment while its RBAC cache fills: a refusal
 # counts only once it has lasted this long.
 FORBIDDEN_GRACE = 5.0
+
+
+async def permitted(call: Callable[[], Awaitable[T]]) -> T:
+    """``call()``, made again while the API server refuses it for less than the grace: its first
+    answers after a restart are 403 for everyone (up to about 60 ms on the test server), which
+    must not fail a deploy as ``forbidden``. A refusal that lasts is raised."""
+    backoff = Backoff(initial=0.05, cap=1.0)
+    refused_since: float | None = None
+    while True:
+        try:
+            return await call()
+        except Forbidden:
+            now = time.monotonic()
+            refused_since = now if refused_since is None else refused_since
+            if now - refused_since >= FORBIDDEN_GRACE:
+                raise
+            await asyncio.sleep(backoff.next())
 
 
 def check_access(informer: Informer) -> float | None:

@@ -8,7 +8,7 @@ decoding whole typed models would cost time and memory for nothing. Two implemen
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -79,6 +79,8 @@ class Cluster(Protocol):
     Every method raises a ``relay.kube.errors.KubeError`` subclass on failure. ``watch`` yields
     events after ``resource_version`` (bookmarks included, as asked with allowWatchBookmarks) and
     ends when the server closes the stream; a compacted ``resource_version`` raises ``Gone``.
+    It calls ``opened`` once the server has accepted the watch, before any event: on a quiet
+    collection no event may come for minutes, and the caller must still know it is connected.
     """
 
     async def get(self, resource: Resource, namespace: str, name: str) -> Obj: ...
@@ -105,6 +107,7 @@ class Cluster(Protocol):
         resource_version: str,
         label_selector: str | None = None,
         timeout_seconds: int = 300,
+        opened: Callable[[], None] | None = None,
     ) -> AsyncGenerator[WatchEvent, None]: ...
 
     async def close(self) -> None: ...

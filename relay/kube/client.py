@@ -88,6 +88,7 @@ class KubeCluster:
         resource_version: str,
         label_selector: str | None = None,
         timeout_seconds: int = 300,
+        opened: Callable[[], None] | None = None,
     ) -> AsyncGenerator[WatchEvent, None]:
         what = f"watch {resource.plural} in {namespace}"
         op = await self._op(resource, "list", namespace)
@@ -96,6 +97,8 @@ class KubeCluster:
         )
         self.open_watches += 1
         try:
+            if opened is not None:
+                opened()
             async for line in response.content:
                 if line.strip():
                     yield _watch_event(line, what)

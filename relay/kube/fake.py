@@ -17,7 +17,7 @@ import itertools
 import time
 import uuid
 from collections import defaultdict, deque
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -110,11 +110,14 @@ class FakeCluster:
         resource_version: str,
         label_selector: str | None = None,
         timeout_seconds: int = 300,
+        opened: Callable[[], None] | None = None,
     ) -> AsyncGenerator[WatchEvent, None]:
         await self._enter("watch")
         start = int(resource_version or self._last_rv)
         if start < self._compacted:
             raise Gone(f"too old resource version: {start} ({self._compacted})")
+        if opened is not None:
+            opened()
         stream = _Stream(resource, namespace, label_selector)
         self._streams.add(stream)
         self.watches_opened += 1

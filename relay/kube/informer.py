@@ -6,13 +6,18 @@ watches from the list's resourceVersion (with bookmarks), keeps the objects in m
 the waiters registered under an object's key (by default its name) on every change. When the
 stream ends it resumes from the last resourceVersion it saw; after ``Gone`` (410, history
 compacted) or any other refusal it lists again; while the API server is away it reconnects
-with back-off, and ``error``/``outage_since`` tell waiters why nothing is moving.
+with back-off, and ``error``/``outage_since`` tell waiters why nothing is moving, until a list
+answers or a watch is accepted again (a quiet collection may send no event for minutes).
+
+Its task runs in a context of its own: it serves every deploy, so its log lines must not carry
+the deployment, app and event ids bound by whichever handler happened to start it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -74,7 +79,9 @@ class Informer:
     # --- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=repr(self))
+            self._task = asyncio.create_task(
+                self._run(), name=repr(self), context=contextvars.Context()
+            )
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -167,6 +174,7 @@ class Informer:
             resource_version=self.resource_version,
             label_selector=self.label_selector,
             timeout_seconds=self._watch_timeout,
+            opened=self._watch_opened,
         )
         self.watches += 1
         async with contextlib.aclosing(stream):
@@ -220,12 +228,19 @@ class Informer:
         if changed:
             self._notify_all()
 
-    def _recovered(self) -> None:
+    def _watch_opened(self) -> None:
+        """The server accepted the watch: it answers again. The back-off is reset only once it
+        says something (an event, a list), so a server that closes every watch at once is not
+        asked again and again."""
+        self._recovered(reset_backoff=False)
+
+    def _recovered(self, *, reset_backoff: bool = True) -> None:
         if self.error is not None:
             log.info("kubernetes watch resumed", informer=repr(self))
         self.error = None
         self.outage_since = self.error_since = None
-        self._backoff.reset()
+        if reset_backoff:
+            self._backoff.reset()
 
     def _notify(self, key: str) -> None:
         for signal in self._waiters.get(key, ()):

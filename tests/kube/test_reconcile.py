@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from relay.errors import StageError
 from relay.events.data import GitPush, ManifestsCommitted, Repository
 from relay.kube.base import GITREPOSITORIES, KUSTOMIZATIONS
 from relay.kube.client import KubeCluster
@@ -22,6 +24,7 @@ from tests.kube.standins import StandInFlux, kustomization
 from tests.support.kubeapi import KubeAPIServer
 from workers.reconcile import ReconcileWorker, create
 from workers.reconcile.flux import REQUESTED_AT
+from workers.reconcile.patcher import Target
 
 pytestmark = pytest.mark.kube
 HEAD = "d" * 40
@@ -242,6 +245,40 @@ async def test_a_push_while_the_api_server_is_down_is_retried_until_it_is_back(
         second = await pipeline.next("reconcile.requested", index=1, timeout=30)
     stored = await admin.get(GITREPOSITORIES, "flux-system", flux_objects["source"])
     assert stored["metadata"]["annotations"][REQUESTED_AT] == second.data["requested_at_value"]
+
+
+async def test_a_restarted_api_server_refusing_everyone_at_first_fails_no_read(
+    kube_api: KubeAPIServer, secret_file: Path, tag: str, flux_objects: dict[str, str]
+) -> None:
+    """The first answers of a restarted kube-apiserver, before its RBAC cache is filled, are 403
+    for everyone (the harness waits for /readyz; the relay does not). A new app's Kustomization
+    is read directly (no cache has it): that read must not fail the deploy as ``forbidden``."""
+    worker = create(real_settings(secret_file, kube_api.relay_kubeconfig, tag))
+    assert isinstance(worker, ReconcileWorker)
+    absent = Target(KUSTOMIZATIONS, "flux-system", f"absent-{tag}")
+    seen: list[str] = []
+
+    async def keep_reading() -> None:
+        while True:
+            try:
+                seen.append("answered" if await worker.read(absent) is None else "found")
+            except StageError as exc:
+                seen.append(exc.reason)
+            await asyncio.sleep(0.005)
+
+    try:
+        assert await worker.read(absent) is None
+        reader = asyncio.create_task(keep_reading())
+        await in_thread(functools.partial(kube_api.stop_apiserver, grace=2.0))
+        await in_thread(kube_api.start_apiserver)
+        await asyncio.sleep(0.5)
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+    finally:
+        await worker.close()
+    assert "kubernetes_unavailable" in seen and seen[-1] == "answered"
+    assert "forbidden" not in seen
 
 
 async def test_an_api_server_that_stays_away_ends_in_a_clear_failure(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from relay.events.data import ReconcileCompleted
 from relay.kube.base import DEPLOYMENTS
@@ -76,6 +77,55 @@ async def test_a_watch_dropped_mid_rollout_resumes_without_missing_ready(
         informer = worker.deployments()
         assert informer.lists == 1 and informer.watches >= 2  # resumed from its resourceVersion
     assert ready.deploymentid == f"d-{app}"
+
+
+async def test_a_quiet_watch_resumed_after_an_outage_no_longer_blames_the_api_server(
+    admin: AdminApi, proxy: Proxy, relay_kubeconfig: Path, tag: str
+) -> None:
+    """No event comes on a quiet collection (no pods, a Deployment that does not change): the
+    watch being accepted again must end the outage, or a later timeout blames the API server."""
+    app = f"quiet-{tag}"
+    await rolling_deployment(admin, app, tag)  # never rolls out
+    async with watching(relay_kubeconfig, rollout_deadline=10) as (pipeline, worker):
+        await pipeline.publish(completed(), app=app, deploymentid=f"d-{app}")
+        informers = (worker.deployments(), worker.pods())
+        await until(lambda: all(i.waiting == 1 for i in informers))
+        proxy.down = True
+        proxy.cut()
+        await until(lambda: all(i.error is not None for i in informers))
+        proxy.down = False
+        await until(lambda: all(i.error is None for i in informers))
+        assert all(i.describe_outage() is None for i in informers)
+        assert all(i.lists == 1 for i in informers)  # resumed, not listed again
+        failed = await pipeline.next("deploy.failed", app=app, timeout=20)
+    assert failed.data["reason"] == "timeout"
+    assert "not answering" not in failed.data["detail"], failed.data["detail"]
+
+
+async def test_the_shared_watches_log_an_outage_as_their_own_not_a_deploys(
+    admin: AdminApi, proxy: Proxy, relay_kubeconfig: Path, tag: str
+) -> None:
+    """The informers are started by the first deploy that needs them, inside its handler: their
+    lines must not carry that deploy's ids (every outage would be blamed on one deploy)."""
+    app = f"ctx-{tag}"
+    created = await rolling_deployment(admin, app, tag)
+    merge = [structlog.contextvars.merge_contextvars]
+    with structlog.testing.capture_logs(processors=merge) as logs:
+        async with watching(relay_kubeconfig) as (pipeline, worker):
+            await pipeline.publish(completed(), app=app, deploymentid=f"d-{app}")
+            await until(lambda: worker.deployments().waiting == 1)
+            proxy.down = True
+            proxy.cut()
+            await until(lambda: worker.deployments().error is not None)
+            proxy.down = False
+            await admin.write_status(DEPLOYMENTS, NAMESPACE, app, rolled_out(created))
+            await pipeline.next("deploy.ready", app=app, timeout=15)
+    said = [e for e in logs if str(e["event"]).startswith("kubernetes watch")]
+    assert {e["event"] for e in said} == {
+        "kubernetes watch interrupted",
+        "kubernetes watch resumed",
+    }
+    assert [e for e in said if "deployment_id" in e or "app" in e or "event_id" in e] == []
 
 
 async def test_410_gone_after_etcd_compaction_is_followed_by_a_new_list(

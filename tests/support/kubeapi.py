@@ -168,9 +168,11 @@ class KubeAPIServer:
             shutil.rmtree(self.work_dir / "etcd", ignore_errors=True)
         atexit.unregister(self.stop)
 
-    def stop_apiserver(self) -> None:
+    def stop_apiserver(self, *, grace: float = 15.0) -> None:
+        """SIGTERM, SIGKILL after ``grace`` s: it stops listening at once, but open watches
+        (HTTP/1.1 streams) keep it draining until they end or it is killed."""
         if self._apiserver is not None:
-            self._apiserver.stop()
+            self._apiserver.stop(timeout=grace)
 
     def start_apiserver(self) -> None:
         """(Re)start kube-apiserver on the same port with the same etcd; wait until ready."""

@@ -19,7 +19,6 @@ from relay.errors import Permanent
 from relay.events import CloudEvent
 from relay.events.data import ManifestsCommitted, ReconcileCompleted, ReconcileRequested
 from relay.kube.base import GITREPOSITORIES, KUSTOMIZATIONS, Obj
-from relay.kube.errors import NotFound
 from workers.chain import carried, seconds_since
 from workers.reconcile.flux import (
     Done,
@@ -118,14 +117,14 @@ class _Deploy:
                 raise Permanent("flux_suspended", f"{target} is suspended (spec.suspend: true)")
 
     async def _nudge_parent(self) -> None:
-        """Ask the parent Kustomization to apply now rather than at its next interval."""
+        """Ask the parent Kustomization to apply now rather than at its next interval.
+
+        Looked up like every Flux object here, in the shared cache (the same informer as the
+        apps' Kustomizations), its failures reported as the stage's: not one GET per deploy,
+        and an unreachable API server is ``kubernetes_unavailable`` like everywhere else."""
         if self.parent is None:
             return
-        try:
-            await self.worker.cluster.get(
-                self.parent.resource, self.parent.namespace, self.parent.name
-            )
-        except NotFound:
+        if await self.worker.read(self.parent) is None:
             log.info("no parent Kustomization to reconcile", parent=str(self.parent))
             return
         await self.worker.patch(self.parent)

@@ -19,7 +19,7 @@ from relay.settings import KubernetesSettings, Settings
 from workers.reconcile import deploy, push
 from workers.reconcile.patcher import Patched, Patcher, Target
 from workers.runtime import Context
-from workers.waiting import until_synced
+from workers.waiting import permitted, until_synced
 from workers.watch.early import AppsWatch
 
 SYNC_TIMEOUT = 10.0  # seconds to wait for an informer's first list before reading directly
@@ -69,13 +69,16 @@ class ReconcileWorker:
         return informer
 
     async def read(self, target: Target) -> Obj | None:
-        """The object from the shared cache; a direct GET when the cache has not seen it."""
+        """The object from the shared cache; a direct GET when the cache has not seen it (a
+        refusal is believed only once it lasts: see ``permitted``)."""
         informer = await self.synced(target.resource, target.namespace)
         found = informer.get(target.name)
         if found is not None:
             return found
         try:
-            return await self.cluster.get(target.resource, target.namespace, target.name)
+            return await permitted(
+                lambda: self.cluster.get(target.resource, target.namespace, target.name)
+            )
         except NotFound:
             return None
         except KubeError as exc:

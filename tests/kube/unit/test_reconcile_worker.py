@@ -197,6 +197,8 @@ async def test_a_new_app_waits_for_the_parent_to_create_its_kustomization(env: E
     completed = await env.pipeline.next("reconcile.completed", app="fresh")
     assert completed.data["commit"] == SHA
     assert [p.name for p in env.fake.patches] == ["flux-system", "flux-system", "fresh"]
+    # GETs only of the app's Kustomization, which no cache had: the parent came from the cache.
+    assert env.fake.calls["get"] == 2
 
 
 async def test_flux_failure_message_reaches_deploy_failed(env: Env) -> None:
