@@ -52,13 +52,14 @@ FINDINGS = """\
   interrupted/resumed" line carried the ids of the deploy that had happened to start it. A watch
   accepted again now ends the outage, and informers log in a context of their own (commit 7e844dd).
 
-Left as it is: two `relay dlq` commands run at the same moment can make one of them miss a dead
-letter (each takes the whole queue unacknowledged while it looks); the runs replay one at a time.
+Two `relay dlq` commands run at the same moment could make one of them miss a dead letter (each
+took the whole queue unacknowledged while it looked); readers now take turns through an exclusive
+lock queue (tests/bus/test_dead_letter_readers.py). Left as it is:
 One broker restart run (of about 15) saw a single HTTP 500 from the gateway; its logs were not
 kept and it did not come back. A failed `make chaos` now keeps the run's logs and says where.
-A deploy that `relay dlq replay` brought to `deploy.ready` still answers `failed` on
-`GET /deployments/{id}` (the tracker never leaves a terminal status); the runs compare the status
-API with a deployment's first end.
+A deploy that `relay dlq replay` brought to `deploy.ready` answered `failed` on
+`GET /deployments/{id}` (the tracker never left a terminal status); a failure is now left for
+stage events newer than it, so the status API follows the replay to `ready`.
 """
 ROOT = Path(__file__).resolve().parents[1]
 

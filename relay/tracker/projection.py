@@ -1,8 +1,10 @@
 """The deployment projection: events in, one ``Deployment`` per deployment id out.
 
-Applying an event is idempotent (by event id) and order-tolerant enough for redeliveries: a
-terminal status is never left for a non-terminal one. Followers (the SSE route, ``relay deploy
---wait``) subscribe to one deployment and get every event from where they say they are.
+Applying an event is idempotent (by event id) and order-tolerant enough for redeliveries: ``ready``
+and ``deleted`` are never left, and ``failed`` only for a stage event *newer* than the failure,
+which is what a ``relay dlq replay`` of the failed work produces (a redelivered older event does
+not revive it). Followers (the SSE route, ``relay deploy --wait``) subscribe to one deployment
+and get every event from where they say they are, until the end it has reached.
 """
 
 from __future__ import annotations
@@ -66,6 +68,16 @@ class _Record:
         self.deployment = deployment
         self.events: list[CloudEvent] = []
         self.changed = asyncio.Event()
+        self.failed_at: datetime | None = None
+
+    def resumes(self, event: CloudEvent) -> bool:
+        """A stage event after the failure: the failed work was replayed and goes on."""
+        return (
+            self.deployment.status == "failed"
+            and event.routing_key in TRANSITIONS
+            and self.failed_at is not None
+            and event.time > self.failed_at
+        )
 
 
 class Tracker:
@@ -83,7 +95,12 @@ class Tracker:
         record = self._record(event)
         record.events.append(event)
         before = record.deployment.status
+        if record.resumes(event):
+            record.deployment.status = "resumed"  # not terminal: _advance sets the stage's status
+            record.deployment.error = None
         _advance(record.deployment, event)
+        if event.routing_key == "deploy.failed":
+            record.failed_at = max(event.time, record.failed_at or event.time)
         _count(before, record.deployment)
         record.changed.set()
         record.changed = asyncio.Event()
@@ -142,8 +159,8 @@ class Tracker:
             for event in record.events[sent:]:
                 sent += 1
                 yield event
-                if event.routing_key in TERMINAL_KEYS:
-                    return
+                if event.routing_key in TERMINAL_KEYS and sent >= len(record.events):
+                    return  # the end so far (a replayed failure goes on with later events)
             if record.deployment.status in TERMINAL_STATUS and sent >= len(record.events):
                 return
             await record.changed.wait()
@@ -153,7 +170,7 @@ def _count(before: str, deployment: Deployment) -> None:
     after = deployment.status
     if before == after:
         return
-    if before == "pending":
+    if before == "pending" or (before in TERMINAL_STATUS and after not in TERMINAL_STATUS):
         IN_FLIGHT.inc()
     if after in TERMINAL_STATUS and before not in TERMINAL_STATUS:
         IN_FLIGHT.dec()

@@ -66,13 +66,34 @@ def test_projection_walks_every_stage_and_ignores_redeliveries() -> None:
 def test_failure_is_terminal_and_carries_the_error() -> None:
     tracker = Tracker()
     tracker.apply(event(DeployRequested(request=REQUEST, version="v1"), "d2"))
+    older = event(ImagePushed(image=IMAGE, request=REQUEST), "d2")  # published before the failure
     tracker.apply(
         event(DeployFailed(stage="build", reason="image_not_found", detail="no tag"), "d2")
     )
-    tracker.apply(event(ImagePushed(image=IMAGE, request=REQUEST), "d2"))  # late: ignored
+    tracker.apply(older)  # redelivered late: ignored
     found = tracker.get("d2")
     assert found is not None and found.status == "failed"
     assert found.error == {"stage": "build", "reason": "image_not_found", "detail": "no tag"}
+
+
+async def test_a_replayed_failure_goes_on_to_ready_and_followers_see_it_through() -> None:
+    """`relay dlq replay` of a failed commit: newer stage events take the deployment on."""
+    tracker = Tracker()
+    first = [event(d, "d3") for d in chain("d3")[:2]]
+    failed = event(DeployFailed(stage="commit", reason="git_unreachable", detail="down"), "d3")
+    for e in [*first, failed]:
+        tracker.apply(e)
+    await asyncio.sleep(0.001)  # the replayed work's events are newer than the failure
+    replayed = [event(d, "d3") for d in chain("d3")[2:]]
+    tracker.apply(replayed[0])
+    found = tracker.get("d3")
+    assert found is not None and (found.status, found.error) == ("reconciling", None)
+    for e in replayed[1:]:
+        tracker.apply(e)
+    assert found.status == "ready"
+    assert [s.name for s in found.stages] == ["build", "commit", "reconcile", "rollout"]
+    seen = [e.id async for e in tracker.follow("d3")]
+    assert seen == [e.id for e in [*first, failed, *replayed]]
 
 
 @pytest.fixture
