@@ -32,7 +32,6 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +46,7 @@ from relay.kube.errors import KubeError
 from relay.kube.informer import Informer
 from relay.logging import configure
 from relay.settings import KubernetesSettings
+from tests.support.kube_status import condition, now, rolled_out
 from workers.reconcile.flux import REQUESTED_AT
 
 log = structlog.get_logger("chaos.flux")
@@ -115,48 +115,6 @@ class AdminApi:
     ) -> None:
         path = resource.path(namespace, name) + "/status"
         await self._send("PATCH", path, {"status": status}, MERGE)
-
-
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def condition(kind: str, status: str, reason: str, message: str, generation: int) -> Obj:
-    return {
-        "type": kind,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "observedGeneration": generation,
-        "lastTransitionTime": now(),
-    }
-
-
-def rolled_out(deployment: Obj) -> Obj:
-    """The status the deployment controller writes once every replica is available."""
-    replicas = int((deployment.get("spec") or {}).get("replicas", 1))
-    name = meta(deployment).get("name")
-    return {
-        "observedGeneration": int(meta(deployment).get("generation") or 1),
-        "replicas": replicas,
-        "updatedReplicas": replicas,
-        "readyReplicas": replicas,
-        "availableReplicas": replicas,
-        "conditions": [
-            {
-                "type": "Available",
-                "status": "True",
-                "reason": "MinimumReplicasAvailable",
-                "message": "Deployment has minimum availability.",
-            },
-            {
-                "type": "Progressing",
-                "status": "True",
-                "reason": "NewReplicaSetAvailable",
-                "message": f'ReplicaSet "{name}" has successfully progressed.',
-            },
-        ],
-    }
 
 
 @dataclass

@@ -51,34 +51,6 @@ def deployment(
     }
 
 
-def rolled_out(dep: Obj, *, generation: int | None = None) -> Obj:
-    """The status the deployment controller writes once a rollout is complete."""
-    replicas = dep["spec"].get("replicas", 1)
-    gen = generation or dep["metadata"].get("generation", 1)
-    return {
-        "observedGeneration": gen,
-        "replicas": replicas,
-        "updatedReplicas": replicas,
-        "readyReplicas": replicas,
-        "availableReplicas": replicas,
-        "conditions": [
-            {
-                "type": "Available",
-                "status": "True",
-                "reason": "MinimumReplicasAvailable",
-                "message": "ok",
-            },
-            {
-                "type": "Progressing",
-                "status": "True",
-                "reason": "NewReplicaSetAvailable",
-                "message": f'ReplicaSet "{dep["metadata"]["name"]}-abc" has successfully '
-                "progressed.",
-            },
-        ],
-    }
-
-
 def rolling(dep: Obj, *, updated: int = 0, available: int = 0, total: int | None = None) -> Obj:
     replicas = dep["spec"].get("replicas", 1)
     return {

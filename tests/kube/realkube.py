@@ -11,7 +11,6 @@ import json
 import re
 import ssl
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from relay.kube.base import PODS, Obj, Resource, meta
 from relay.kube.client import KubeCluster
 from relay.kube.informer import Informer
 from relay.settings import KubernetesSettings
+from tests.support.kube_status import now
 
 MERGE = "application/merge-patch+json"
 
@@ -122,10 +122,6 @@ def kubeconfig_via(source: Path, server: str, target: Path) -> Path:
 
 def relay_cluster(kubeconfig: Path, **kw: Any) -> KubeCluster:
     return KubeCluster(KubernetesSettings(kubeconfig=kubeconfig, **kw))
-
-
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass

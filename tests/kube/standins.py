@@ -16,12 +16,13 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from relay.kube.base import GITREPOSITORIES, KUSTOMIZATIONS, Cluster, Obj, Resource, meta
 from relay.kube.fake import FakeCluster
 from relay.kube.informer import Informer
+from tests.support.kube_status import condition as cond
+from tests.support.kube_status import now
 from workers.reconcile.flux import REQUESTED_AT
 
 
@@ -41,21 +42,6 @@ def fake_writer(fake: FakeCluster) -> StatusWriter:
         fake.update_status(resource, namespace, name, status)
 
     return write
-
-
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def cond(kind: str, status: str, reason: str, message: str, generation: int) -> Obj:
-    return {
-        "type": kind,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "observedGeneration": generation,
-        "lastTransitionTime": now(),
-    }
 
 
 @dataclass

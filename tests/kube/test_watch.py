@@ -18,10 +18,11 @@ from relay.events.data import ReconcileCompleted
 from relay.kube.base import DEPLOYMENTS
 from relay.kube.client import KubeCluster
 from tests.kube.config import make_settings
-from tests.kube.objects import NAMESPACE, deployment, rolled_out, rolling
+from tests.kube.objects import NAMESPACE, deployment, rolling
 from tests.kube.pipeline import Pipeline
 from tests.kube.realfixtures import in_thread
 from tests.kube.realkube import AdminApi, Proxy
+from tests.support.kube_status import rolled_out
 from tests.support.kubeapi import KubeAPIServer
 from workers.watch import WatchWorker, create
 

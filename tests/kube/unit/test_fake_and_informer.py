@@ -10,8 +10,9 @@ from relay.kube.base import DEPLOYMENTS, GITREPOSITORIES
 from relay.kube.errors import Forbidden, Gone, NotFound, ServerError, Unreachable
 from relay.kube.fake import FakeCluster, merge_patch
 from relay.kube.informer import Informer
-from tests.kube.objects import NAMESPACE, deployment, rolled_out
+from tests.kube.objects import NAMESPACE, deployment
 from tests.kube.standins import git_repository
+from tests.support.kube_status import rolled_out
 
 MANAGED = "app.kubernetes.io/managed-by=relay"
 

@@ -6,15 +6,8 @@ from typing import Any
 
 import pytest
 
-from tests.kube.objects import (
-    deadline_exceeded,
-    deployment,
-    pod,
-    replicaset,
-    rolled_out,
-    rolling,
-    waiting,
-)
+from tests.kube.objects import deadline_exceeded, deployment, pod, replicaset, rolling, waiting
+from tests.support.kube_status import rolled_out
 from workers.watch.rollout import (
     RolledOut,
     Rolling,

@@ -23,11 +23,11 @@ from tests.kube.objects import (
     deployment,
     pod,
     replicaset,
-    rolled_out,
     rolling,
     waiting,
 )
 from tests.kube.pipeline import Pipeline
+from tests.support.kube_status import rolled_out
 from workers.watch import Skipping, create
 from workers.watch.worker import WatchWorker
 
