@@ -3,7 +3,8 @@
 Runs in a thread (``asyncio.to_thread``): it reads what is there, skips a request older than the
 one already written for the app, writes only files whose bytes differ, removes an app's folder
 for a teardown, and rewrites ``<path>/kustomization.yaml`` from the folders actually present,
-keeping entries that someone else added by hand.
+keeping entries that someone else added by hand. ``changes`` records every file written (with its
+bytes) or removed, by its path in the repository: the commit is made from it, not by scanning.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ import yaml
 
 from relay.settings import DeploySettings
 from workers.commit.ops import Applied, Op
-from workers.commit.render import format_time, read_requested_at, render_app, render_parent
+from workers.commit.render import (
+    format_time,
+    load,
+    read_requested_at,
+    render_app,
+    render_parent,
+)
 
 PARENT = "kustomization.yaml"
 
@@ -30,6 +37,7 @@ class Tree:
         self.settings = settings
         self.rel = settings.gitops.path.strip("/")
         self.base = root / self.rel if self.rel else root
+        self.changes: dict[str, bytes | None] = {}
 
     def repo_path(self, *parts: str) -> str:
         return "/".join(p for p in (self.rel, *parts) if p)
@@ -73,9 +81,9 @@ class Tree:
     def _write(self, op: Op) -> Applied:
         assert op.spec is not None
         folder = self.app_dir(op.app)
-        files = render_app(op.spec, self.settings)
-        changed = [name for name, body in files.items() if _write_if_different(folder / name, body)]
-        changed += _remove_others(folder, set(files))
+        files = op.files if op.files is not None else render_app(op.spec, self.settings)
+        changed = [name for name, body in files.items() if self._put(folder / name, body)]
+        changed += self._remove_others(folder, set(files))
         return Applied(
             status="changed" if changed else "unchanged",
             paths=tuple(self.repo_path(op.app, name) for name in sorted(changed)),
@@ -87,6 +95,7 @@ class Tree:
             return Applied(status="unchanged")
         removed = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
         shutil.rmtree(folder)
+        self.changes.update((self.repo_path(app, name), None) for name in removed)
         return Applied(status="changed", paths=tuple(self.repo_path(app, name) for name in removed))
 
     def apps(self) -> list[str]:
@@ -99,12 +108,38 @@ class Tree:
         path = self.base / PARENT
         if not apps and not path.exists():
             return False
-        return _write_if_different(path, render_parent(apps, self._foreign_entries(path)))
+        return self._put(path, render_parent(apps, self._foreign_entries(path)))
+
+    def _put(self, path: Path, body: bytes) -> bool:
+        """Write ``body`` unless the file already holds exactly it; True when it was written."""
+        try:
+            if path.read_bytes() == body:
+                return False
+        except OSError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+        self.changes[self._in_repo(path)] = body
+        return True
+
+    def _remove_others(self, folder: Path, keep: set[str]) -> list[str]:
+        """Files in an app's folder the relay no longer renders (e.g. a NetworkPolicy turned
+        off)."""
+        gone = []
+        for path in sorted(folder.rglob("*")):
+            name = str(path.relative_to(folder))
+            if path.is_file() and name not in keep:
+                path.unlink()
+                self.changes[self._in_repo(path)] = None
+                gone.append(name)
+        return gone
+
+    def _in_repo(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
 
     def _foreign_entries(self, path: Path) -> list[str]:
         """Entries of the parent that are not an app's ks.yaml (someone added them by hand)."""
         try:
-            current = yaml.safe_load(path.read_bytes()) or {}
+            current = load(path.read_bytes()) or {}
         except (OSError, yaml.YAMLError):
             return []
         resources = current.get("resources") if isinstance(current, dict) else None
@@ -115,24 +150,3 @@ class Tree:
             for r in resources
             if isinstance(r, str) and not (r.startswith("./") and r.endswith("/ks.yaml"))
         ]
-
-
-def _write_if_different(path: Path, body: bytes) -> bool:
-    try:
-        if path.read_bytes() == body:
-            return False
-    except OSError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(body)
-    return True
-
-
-def _remove_others(folder: Path, keep: set[str]) -> list[str]:
-    """Files in an app's folder the relay no longer renders (e.g. a NetworkPolicy turned off)."""
-    gone = []
-    for path in sorted(folder.rglob("*")):
-        name = str(path.relative_to(folder))
-        if path.is_file() and name not in keep:
-            path.unlink()
-            gone.append(name)
-    return gone
