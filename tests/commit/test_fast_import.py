@@ -3,6 +3,7 @@ arrives exactly as named (quoting), removals remove, and the parent and identity
 
 from __future__ import annotations
 
+import random
 import subprocess
 from pathlib import Path
 
@@ -72,3 +73,24 @@ def test_a_truncated_stream_changes_nothing(repo: Path) -> None:
         git(repo, "fast-import", "--quiet", "--done", stdin=stream[: len(stream) // 2])
     with pytest.raises(subprocess.CalledProcessError):
         git(repo, "rev-parse", "--verify", "--quiet", "refs/heads/main")
+
+
+def test_files_of_one_name_are_stored_as_deltas_of_each_other(repo: Path) -> None:
+    """fast-import deltas a blob only against the one it wrote before: every app's
+    ``deployment.yaml`` must come in a row, or a 50-app commit is pushed (and kept on the
+    remote) without deltas, twice the size."""
+    rng = random.Random(7)
+    kinds = {name: rng.randbytes(1500).hex().encode() for name in ("deployment", "service")}
+    files: dict[str, bytes | None] = {
+        f"apps/a{i:02d}/{name}.yaml": body + b"\napp: %d\n" % i
+        for i in range(20)
+        for name, body in kinds.items()
+    }
+    stream = fast_import_stream("refs/heads/main", None, IDENT, "apps\n", files)
+    import_args = ("fast-import", "--quiet", "--done", "--date-format=now")
+    git(repo, "-c", "fastimport.unpackLimit=1", *import_args, stdin=stream)
+    found = git(repo, "cat-file", "--batch-all-objects", "--batch-check=%(objecttype) %(deltabase)")
+    blobs = [line.split() for line in found.splitlines() if line.startswith("blob")]
+    deltas = [base for _, base in blobs if set(base) != {"0"}]
+    assert len(blobs) == 40
+    assert len(deltas) == 38  # all but the first of each name

@@ -413,7 +413,11 @@ def fast_import_stream(
     changes: Mapping[str, bytes | None],
 ) -> bytes:
     """A ``git fast-import`` stream for one commit on ``ref`` (from ``parent``, if any) that
-    writes or removes the given paths."""
+    writes or removes the given paths.
+
+    fast-import stores each blob as a delta against the blob it wrote just before, so files are
+    given grouped by name (every app's ``deployment.yaml`` in a row): the pack it writes, and so
+    the push and the remote's copy, stay as small as ``git add`` + ``pack-objects`` made them."""
     text = message.encode()
     lines = [
         f"commit {ref}".encode(),
@@ -424,13 +428,18 @@ def fast_import_stream(
     ]
     if parent is not None:
         lines.append(f"from {parent}".encode())
-    for path, body in sorted(changes.items()):
+    for path, body in sorted(changes.items(), key=_by_name):
         if body is None:
             lines.append(b"D " + _quoted(path))
         else:
             lines += [b"M 100644 inline " + _quoted(path), b"data %d" % len(body), body]
     lines += [b"", b"done", b""]
     return b"\n".join(lines)
+
+
+def _by_name(change: tuple[str, bytes | None]) -> tuple[str, str]:
+    path = change[0]
+    return path.rsplit("/", 1)[-1], path
 
 
 def _quoted(path: str) -> bytes:
