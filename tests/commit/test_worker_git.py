@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from relay.events.data import ImagePushed
 from tests.commit.conftest import (
     GITOPS_PATH,
     Harness,
@@ -31,6 +32,8 @@ from tests.commit.conftest import (
 )
 from tests.support.gitserver import GitServer
 from workers.commit import committer
+from workers.commit.render import render_app
+from workers.commit.worker import deploy_op
 
 PARENT = f"{GITOPS_PATH}/kustomization.yaml"
 
@@ -450,3 +453,26 @@ async def test_the_packs_of_many_batches_are_gathered(
     assert [e.subject.split()[2] for e in harness.server.log(6)] == [
         f"app{n}" for n in range(5, -1, -1)
     ]
+
+
+async def test_a_large_batch_is_pushed_as_one_compact_pack(harness: Harness) -> None:
+    """A 30-app commit is one pack in the clone: nearly every file a delta of the same file of
+    another app, in chains no longer than ten."""
+    committer = harness.worker.committer
+    assert committer is not None
+    events = [image_pushed(f"app-{i:02d}", "v1") for i in range(30)]
+    ops = [deploy_op(e, e.payload(ImagePushed), harness.settings.deploy) for e in events]
+    results = await committer.flush(ops)
+    assert all(not isinstance(r, BaseException) and r.changed for r in results), results
+    [pack] = (harness.clone / ".git" / "objects" / "pack").glob("*.idx")
+    listing = subprocess.run(
+        ["git", "verify-pack", "-v", str(pack)], capture_output=True, text=True, check=True
+    ).stdout
+    blobs = [line.split() for line in listing.splitlines() if " blob " in line]
+    depths = [int(fields[5]) for fields in blobs if len(fields) >= 7]  # deltas: depth, base
+    bodies = {
+        b for op in ops if op.spec for b in render_app(op.spec, harness.settings.deploy).values()
+    }
+    assert len(blobs) == len(bodies) + 1  # every distinct file, and the parent kustomization
+    assert len(depths) >= len(bodies) * 0.8 and max(depths) <= 10
+    assert harness.server.head() == results[0].commit  # type: ignore[union-attr]

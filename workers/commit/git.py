@@ -362,7 +362,9 @@ class GitRepo:
             message,
             changes,
         )
-        await self._checked("fast-import", "--quiet", "--done", "--date-format=now", stdin=stream)
+        await self._checked(
+            "fast-import", "--quiet", "--done", "--date-format=now", "--depth=10", stdin=stream
+        )
         if self.unborn:
             self.unborn = False
             return await self.head()
@@ -417,7 +419,9 @@ def fast_import_stream(
 
     fast-import stores each blob as a delta against the blob it wrote just before, so files are
     given grouped by name (every app's ``deployment.yaml`` in a row): the pack it writes, and so
-    the push and the remote's copy, stay as small as ``git add`` + ``pack-objects`` made them."""
+    the push and the remote's copy, stay as small as ``git add`` + ``pack-objects`` made them.
+    The commit uses ``--depth=10``: one delta after another would otherwise make chains of 50,
+    each applied in turn whenever a later file is read (pack-objects kept them at 2-6 here)."""
     text = message.encode()
     lines = [
         f"commit {ref}".encode(),
