@@ -476,3 +476,45 @@ async def test_a_large_batch_is_pushed_as_one_compact_pack(harness: Harness) -> 
     assert len(blobs) == len(bodies) + 1  # every distinct file, and the parent kustomization
     assert len(depths) >= len(bodies) * 0.8 and max(depths) <= 10
     assert harness.server.head() == results[0].commit  # type: ignore[union-attr]
+
+
+def tree_of_head(clone: Path) -> dict[str, bytes]:
+    listing = subprocess.run(
+        ["git", "-C", str(clone), "ls-tree", "-r", "-z", "HEAD", "--", GITOPS_PATH],
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    entries = [e.split("\t", 1) for e in listing.split("\0") if e]
+    return {
+        path: subprocess.run(
+            ["git", "-C", str(clone), "cat-file", "blob", meta.split()[2]],
+            capture_output=True,
+            check=True,
+        ).stdout
+        for meta, path in entries
+    }
+
+
+async def test_the_clone_holds_what_was_pushed_once_written(harness: Harness) -> None:
+    """Files are written into the clone after the push, in the background: once that is done
+    the work tree is the pushed tree, folders of deleted apps included."""
+    assert harness.worker.committer is not None
+    await harness.run(*(image_pushed(app, "v1") for app in ("a", "b", "c")))
+    await harness.run(delete_requested("b", requested_at=later(60)), image_pushed("d", "v1"))
+    await harness.worker.committer.settle()
+    base = harness.clone / GITOPS_PATH
+    on_disk = {
+        f"{GITOPS_PATH}/{p.relative_to(base).as_posix()}": p.read_bytes()
+        for p in base.rglob("*")
+        if p.is_file()
+    }
+    assert on_disk == tree_of_head(harness.clone)
+    assert sorted(d.name for d in base.iterdir() if d.is_dir()) == ["a", "c", "d"]
+    assert git_head(harness.clone) == harness.server.head()
+
+
+def git_head(clone: Path) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(clone), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()

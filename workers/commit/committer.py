@@ -1,13 +1,15 @@
 """Write one batch of ops to the GitOps remote: one commit, one push, no change lost.
 
-For each attempt: bring the working clone to the remote branch, write the newest op per app into
-the tree, commit what changed and push. A push refused because the branch moved (someone else
-pushed) starts the next attempt on the new head after a short, growing, jittered pause; nothing
-of ours or theirs is lost because every attempt re-applies onto what is there. An op whose files
-are already on the remote gets the commit that last touched its folder.
+For each attempt: bring the working clone to the remote branch, plan the newest op per app
+against its tree, commit what changes and push. A push refused because the branch moved (someone
+else pushed) starts the next attempt on the new head after a short, growing, jittered pause;
+nothing of ours or theirs is lost because every attempt re-applies onto what is there. An op
+whose files are already on the remote gets the commit that last touched its folder.
 
-Every ``_GC_EVERY`` pushes ``git gc --auto`` runs in the background until the next batch starts:
-``git commit`` and ``git fetch`` used to run it, and each large import leaves a pack of its own.
+The commit is made from the planned changes (``Tree.plan``); the files are written into the work
+tree after the push, in the background, while the deploys are answered. Every ``_GC_EVERY``
+pushes ``git gc --auto`` runs in the background too (``git commit`` and ``git fetch`` used to run
+it, and each large import leaves a pack of its own). The next batch waits for both first.
 
 The clone is fetched and reset only when it may differ from what the remote had when we last
 saw it; right after our own accepted push it is exactly that, so the next batch starts at once.
@@ -50,7 +52,7 @@ class Committer:
         self._prepared = False
         self._current = False  # the clone is as the remote was at our last fetch or push
         self._since_gc = 0
-        self._upkeep: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []  # writing the tree, git gc
 
     async def flush(self, ops: list[Op]) -> Sequence[Done | BaseException]:
         winners = newest_per_app(ops)
@@ -84,7 +86,7 @@ class Committer:
             unsynced = await self._sync()
             self._current = False  # until this attempt ends well
             tree = Tree(self.repo.workdir, self.settings)
-            applied = await asyncio.to_thread(tree.apply, ops)
+            applied = await asyncio.to_thread(tree.plan, ops)
             try:
                 sha = await self._commit_and_push(ops, applied, tree)
             except PushRejected as exc:
@@ -95,6 +97,8 @@ class Committer:
             if sha is None and unsynced:
                 continue  # nothing pushed: read it again from a clone synced with the remote
             self._current = True
+            if sha is not None:  # the work tree follows while the deploys are answered
+                self._background.append(asyncio.create_task(self._write_tree(tree)))
             return await self._results(ops, applied, tree, sha, attempt)
         raise Transient(
             "git_push_failed",
@@ -144,7 +148,7 @@ class Committer:
         self._since_gc += 1
         if self._since_gc >= _GC_EVERY:
             self._since_gc = 0
-            self._upkeep = asyncio.create_task(self._gc(), name="commit-gc")
+            self._background.append(asyncio.create_task(self._gc(), name="commit-gc"))
         return sha
 
     async def _gc(self) -> None:
@@ -153,12 +157,19 @@ class Committer:
         except (GitCommandError, TimeoutError, OSError) as exc:  # pushes work without it
             log.warning("git gc failed", error=str(exc))
 
+    async def _write_tree(self, tree: Tree) -> None:
+        """Make the work tree hold what was just pushed (the next batch reads it)."""
+        try:
+            await asyncio.to_thread(tree.write)
+        except OSError as exc:  # the next batch syncs the clone instead
+            log.warning("could not write the pushed files into the clone", error=str(exc))
+            self._current = False
+
     async def settle(self) -> None:
-        """Wait for a background ``git gc`` to end (before the clone is used again, and when
-        the worker stops)."""
-        if self._upkeep is not None:
-            await self._upkeep
-            self._upkeep = None
+        """Wait for the background work on the clone (writing the tree, ``git gc``) to end:
+        before the clone is used again, and when the worker stops."""
+        while self._background:
+            await self._background.pop(0)
 
     async def _results(
         self, ops: list[Op], applied: dict[str, Applied], tree: Tree, sha: str | None, tries: int

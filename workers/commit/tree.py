@@ -1,15 +1,16 @@
-"""Write a batch of ops into the working tree of the GitOps clone (plain file I/O, no Git).
+"""Plan a batch of ops against the working tree of the GitOps clone, and write it (file I/O only).
 
-Runs in a thread (``asyncio.to_thread``): it reads what is there, skips a request older than the
-one already written for the app, writes only files whose bytes differ, removes an app's folder
-for a teardown, and rewrites ``<path>/kustomization.yaml`` from the folders actually present,
-keeping entries that someone else added by hand. ``changes`` records every file written (with its
-bytes) or removed, by its path in the repository: the commit is made from it, not by scanning.
+Runs in a thread (``asyncio.to_thread``). ``plan`` reads what is there, skips a request older
+than the one already written for the app, keeps only files whose bytes differ, removes an app's
+files for a teardown, and renders ``<path>/kustomization.yaml`` from the app folders there will
+be, keeping entries that someone else added by hand. It writes nothing: ``changes`` holds every
+file to write (with its bytes) or remove (None), by its path in the repository, and the commit is
+made from it. ``write`` then makes the work tree match (the worker does that after the push, off
+the deploys' path, so that the next batch reads what the remote holds).
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
@@ -46,9 +47,15 @@ class Tree:
         return self.base / app
 
     def apply(self, ops: Iterable[Op]) -> dict[str, Applied]:
-        """Write every op (at most one per app); returns what happened per app."""
+        """Plan every op and write the result at once."""
+        results = self.plan(ops)
+        self.write()
+        return results
+
+    def plan(self, ops: Iterable[Op]) -> dict[str, Applied]:
+        """What every op (at most one per app) changes, into ``changes``; writes nothing."""
         results = {op.app: self._apply_one(op) for op in ops}
-        parent_changed = self._write_parent()
+        parent_changed = self._plan_parent()
         if parent_changed:
             parent = self.repo_path(PARENT)
             results = {
@@ -58,6 +65,23 @@ class Tree:
                 for app, r in results.items()
             }
         return results
+
+    def write(self) -> None:
+        """Make the work tree hold ``changes``: files written, removed ones gone with the
+        folders they leave empty."""
+        for rel, body in sorted(self.changes.items()):
+            path = self.root / rel
+            if body is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(body)
+                continue
+            path.unlink(missing_ok=True)
+            folder = path.parent
+            while folder != self.base and folder.is_relative_to(self.base):
+                if any(folder.iterdir()):
+                    break
+                folder.rmdir()
+                folder = folder.parent
 
     def _apply_one(self, op: Op) -> Applied:
         existing = self._written_at(op.app)
@@ -91,19 +115,27 @@ class Tree:
 
     def _remove(self, app: str) -> Applied:
         folder = self.app_dir(app)
-        if not folder.exists():
+        removed = _files_in(folder)
+        if not removed:
             return Applied(status="unchanged")
-        removed = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-        shutil.rmtree(folder)
         self.changes.update((self.repo_path(app, name), None) for name in removed)
         return Applied(status="changed", paths=tuple(self.repo_path(app, name) for name in removed))
 
     def apps(self) -> list[str]:
-        if not self.base.is_dir():
-            return []
-        return sorted(d.name for d in self.base.iterdir() if (d / "ks.yaml").is_file())
+        """The app folders there are (a ``ks.yaml`` in them), as ``changes`` will leave them."""
+        found: set[str] = set()
+        if self.base.is_dir():
+            found = {d.name for d in self.base.iterdir() if (d / "ks.yaml").is_file()}
+        for path, body in self.changes.items():
+            app = path.rsplit("/", 2)[-2] if path.count("/") >= 1 else ""
+            if app and path == self.repo_path(app, "ks.yaml"):
+                if body is None:
+                    found.discard(app)
+                else:
+                    found.add(app)
+        return sorted(found)
 
-    def _write_parent(self) -> bool:
+    def _plan_parent(self) -> bool:
         apps = self.apps()
         path = self.base / PARENT
         if not apps and not path.exists():
@@ -111,26 +143,20 @@ class Tree:
         return self._put(path, render_parent(apps, self._foreign_entries(path)))
 
     def _put(self, path: Path, body: bytes) -> bool:
-        """Write ``body`` unless the file already holds exactly it; True when it was written."""
+        """Plan ``body`` for ``path`` unless the file already holds exactly it."""
         try:
             if path.read_bytes() == body:
                 return False
         except OSError:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(body)
+            pass
         self.changes[self._in_repo(path)] = body
         return True
 
     def _remove_others(self, folder: Path, keep: set[str]) -> list[str]:
         """Files in an app's folder the relay no longer renders (e.g. a NetworkPolicy turned
         off)."""
-        gone = []
-        for path in sorted(folder.rglob("*")):
-            name = str(path.relative_to(folder))
-            if path.is_file() and name not in keep:
-                path.unlink()
-                self.changes[self._in_repo(path)] = None
-                gone.append(name)
+        gone = [name for name in _files_in(folder) if name not in keep]
+        self.changes.update((self._in_repo(folder / name), None) for name in gone)
         return gone
 
     def _in_repo(self, path: Path) -> str:
@@ -150,3 +176,10 @@ class Tree:
             for r in resources
             if isinstance(r, str) and not (r.startswith("./") and r.endswith("/ks.yaml"))
         ]
+
+
+def _files_in(folder: Path) -> list[str]:
+    """Every file under ``folder``, relative to it, sorted ([] when there is no folder)."""
+    if not folder.is_dir():
+        return []
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
