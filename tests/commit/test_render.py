@@ -267,3 +267,34 @@ def test_libyaml_and_pure_python_emitters_write_the_same_bytes() -> None:
                 width=4096,
             )
             assert render.dump(obj) == pure.encode(), name
+
+
+def test_changes_name_every_file_written_or_removed(tmp_path: Path) -> None:
+    """The commit is made from ``Tree.changes``: exactly the files whose bytes changed, with
+    their new bytes, and None for each file removed."""
+    first = Tree(tmp_path, HARDENED)
+    first.apply([deploy(spec("a")), deploy(spec("b")), deploy(spec("c"))])
+    assert first.changes == _in_repo(tmp_path) and len(first.changes) == 3 * 6 + 1
+
+    steps: list[tuple[DeploySettings, list[Op]]] = [
+        # network policy off: a's and b's folders change, c is not in the batch
+        (DEFAULT, [deploy(spec("a")), deploy(spec("b", "v2", requested_at=T0 + timedelta(1)))]),
+        (DEFAULT, [deploy(spec("a"))]),  # nothing to do
+        (DEFAULT, [delete(spec("b"), T0 + timedelta(2))]),  # b's files and the parent
+    ]
+    for settings, ops in steps:
+        before = _in_repo(tmp_path)
+        tree = Tree(tmp_path, settings)
+        tree.apply(ops)
+        after = _in_repo(tmp_path)
+        expected = {p: after.get(p) for p in before.keys() | after.keys()}
+        assert tree.changes == {p: b for p, b in expected.items() if before.get(p) != b}
+    assert not any(p.startswith(f"{GITOPS_PATH}/b/") for p in _in_repo(tmp_path))
+
+
+def _in_repo(root: Path) -> dict[str, bytes | None]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def delete(s: AppSpec, at: Any) -> Op:
+    return Op(kind="delete", app=s.app, deployment_id=f"del-{s.app}", requested_at=at)

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import io
 import stat
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from relay.events.data import ImagePushed
 from tests.commit.conftest import (
     GITOPS_PATH,
     Harness,
@@ -29,6 +31,9 @@ from tests.commit.conftest import (
     relay_commits,
 )
 from tests.support.gitserver import GitServer
+from workers.commit import committer
+from workers.commit.render import render_app
+from workers.commit.worker import deploy_op
 
 PARENT = f"{GITOPS_PATH}/kustomization.yaml"
 
@@ -345,3 +350,171 @@ async def test_hand_written_parent_entries_and_apps_are_kept(harness: Harness) -
     )
     await harness.run(image_pushed("app", "v1"))
     assert parent_entries(harness.server) == ["./app/ks.yaml", "./legacy.yaml", "./manual/ks.yaml"]
+
+
+async def test_the_batch_after_our_own_push_starts_without_fetching(
+    harness_factory: Callable[..., Any], git_server: GitServer, tmp_path: Path
+) -> None:
+    git, argv_log = argv_recorder(tmp_path)
+    harness = await harness_factory(git=git)
+    for app in ("a", "b", "c"):
+        [done] = await harness.run(image_pushed(app, "v1"))
+        assert done.routing_key == "manifests.committed", done.data
+        assert done.data["commit"] == git_server.head()
+    commands = [line.split()[0] for line in argv_log.read_text().splitlines()]
+    assert commands.count("fetch") == 1  # the first batch only
+    assert commands.count("push") == receive_pack_posts(git_server) == 3
+    assert "add" not in commands  # one fast-import per batch, no index to refresh
+    assert commands.count("fast-import") == 3
+
+
+async def test_a_foreign_push_between_batches_is_caught_and_kept(
+    harness_factory: Callable[..., Any], git_server: GitServer, tmp_path: Path
+) -> None:
+    git, argv_log = argv_recorder(tmp_path)
+    harness = await harness_factory(git=git)
+    [first] = await harness.run(image_pushed("a", "v1"))
+    foreign = await asyncio.to_thread(
+        git_server.foreign_push, {"other/change.txt": "theirs\n"}, "foreign change"
+    )
+    [second] = await harness.run(image_pushed("b", "v1"))
+    assert second.routing_key == "manifests.committed", second.data
+    assert git_server.read_file("other/change.txt") == "theirs\n"
+    assert harness.file("a") is not None and harness.file("b") is not None
+    assert [e.sha for e in git_server.log(3)] == [
+        second.data["commit"],
+        foreign,
+        first.data["commit"],
+    ]
+    commands = [line.split()[0] for line in argv_log.read_text().splitlines()]
+    # the second batch pushed from the clone as it was, was refused (by git itself, from the
+    # remote's refs: nothing was sent), fetched and pushed on top of theirs
+    assert commands.count("push") == 3 and commands.count("fetch") == 2
+    assert receive_pack_posts(git_server) == 3
+
+
+async def test_nothing_is_reported_unchanged_from_a_stale_clone(harness: Harness) -> None:
+    """A redelivery finds its files in the clone as it pushed them; meanwhile someone changed
+    them on the remote. It must not be answered 'unchanged' from the clone: it is written
+    again on top of the remote's head."""
+    event = image_pushed("app", "v1", deployment_id="dep-1")
+    [done] = await harness.run(event)
+    path = f"{GITOPS_PATH}/app/app/deployment.yaml"
+    edited = (harness.server.read_file(path) or "").replace("replicas: 1", "replicas: 3")
+    assert "replicas: 3" in edited
+    await asyncio.to_thread(harness.server.foreign_push, {path: edited}, "scale by hand")
+    [again] = await harness.run(image_pushed("app", "v1", deployment_id="dep-1"))
+    assert again.routing_key == "manifests.committed", again.data
+    assert again.data["commit"] == harness.server.head() != done.data["commit"]
+    assert "replicas: 1" in (harness.file("app") or "")
+    assert receive_pack_posts(harness.server) == 3  # ours, theirs, ours (fetched first)
+
+
+async def test_bytes_git_already_holds_make_no_commit(
+    harness_factory: Callable[..., Any], git_server: GitServer, tmp_path: Path
+) -> None:
+    """With ``eol=crlf`` the checked-out files differ from the rendered bytes, but the blobs
+    are the same: the commit made from them changes nothing, is taken back and not pushed."""
+    git, argv_log = argv_recorder(tmp_path)
+    harness = await harness_factory(git=git)
+    attributes = {".gitattributes": "*.yaml text eol=crlf\n"}
+    await asyncio.to_thread(git_server.foreign_push, attributes, "crlf checkouts")
+    [done] = await harness.run(image_pushed("app", "v1", deployment_id="dep-1"))
+    head = git_server.head()
+    assert done.data["commit"] == head
+    [again] = await harness.run(image_pushed("app", "v1", deployment_id="dep-1"))
+    assert again.routing_key == "manifests.committed", again.data
+    assert again.data["commit"] == head == git_server.head()
+    assert relay_commits(git_server) == 1
+    assert receive_pack_posts(git_server) == 2  # theirs and our first
+    commands = [line.split()[0] for line in argv_log.read_text().splitlines()]
+    # the redelivery found its files as it wrote them (unsynced, so it fetched and looked
+    # again), then CRLF copies that it wrote back as LF: a commit equal to its parent
+    assert commands.count("fast-import") == 2 and commands.count("update-ref") == 1
+
+
+async def test_the_packs_of_many_batches_are_gathered(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each batch's commit arrives as a small pack; ``git gc --auto`` runs every few pushes."""
+    monkeypatch.setattr(committer, "_GC_EVERY", 3)
+    [first] = await harness.run(image_pushed("app0", "v1"))
+    assert first.routing_key == "manifests.committed"
+    for key, value in (("gc.autoPackLimit", "2"), ("fastimport.unpackLimit", "1")):
+        # gc when more than 2 packs; keep even a small import as a pack (not loose objects)
+        subprocess.run(["git", "-C", str(harness.clone), "config", key, value], check=True)
+    packs = harness.clone / ".git" / "objects" / "pack"
+    for n in range(1, 6):
+        [done] = await harness.run(image_pushed(f"app{n}", "v1"))
+        assert done.routing_key == "manifests.committed"
+    assert harness.worker.committer is not None
+    await harness.worker.committer.settle()
+    assert len(list(packs.glob("*.pack"))) == 1  # not five: gathered after the 6th push
+    assert [e.subject.split()[2] for e in harness.server.log(6)] == [
+        f"app{n}" for n in range(5, -1, -1)
+    ]
+
+
+async def test_a_large_batch_is_pushed_as_one_compact_pack(harness: Harness) -> None:
+    """A 30-app commit is one pack in the clone: nearly every file a delta of the same file of
+    another app, in chains no longer than ten."""
+    committer = harness.worker.committer
+    assert committer is not None
+    events = [image_pushed(f"app-{i:02d}", "v1") for i in range(30)]
+    ops = [deploy_op(e, e.payload(ImagePushed), harness.settings.deploy) for e in events]
+    results = await committer.flush(ops)
+    assert all(not isinstance(r, BaseException) and r.changed for r in results), results
+    [pack] = (harness.clone / ".git" / "objects" / "pack").glob("*.idx")
+    listing = subprocess.run(
+        ["git", "verify-pack", "-v", str(pack)], capture_output=True, text=True, check=True
+    ).stdout
+    blobs = [line.split() for line in listing.splitlines() if " blob " in line]
+    depths = [int(fields[5]) for fields in blobs if len(fields) >= 7]  # deltas: depth, base
+    bodies = {
+        b for op in ops if op.spec for b in render_app(op.spec, harness.settings.deploy).values()
+    }
+    assert len(blobs) == len(bodies) + 1  # every distinct file, and the parent kustomization
+    assert len(depths) >= len(bodies) * 0.8 and max(depths) <= 10
+    assert harness.server.head() == results[0].commit  # type: ignore[union-attr]
+
+
+def tree_of_head(clone: Path) -> dict[str, bytes]:
+    listing = subprocess.run(
+        ["git", "-C", str(clone), "ls-tree", "-r", "-z", "HEAD", "--", GITOPS_PATH],
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    entries = [e.split("\t", 1) for e in listing.split("\0") if e]
+    return {
+        path: subprocess.run(
+            ["git", "-C", str(clone), "cat-file", "blob", meta.split()[2]],
+            capture_output=True,
+            check=True,
+        ).stdout
+        for meta, path in entries
+    }
+
+
+async def test_the_clone_holds_what_was_pushed_once_written(harness: Harness) -> None:
+    """Files are written into the clone after the push, in the background: once that is done
+    the work tree is the pushed tree, folders of deleted apps included."""
+    assert harness.worker.committer is not None
+    await harness.run(*(image_pushed(app, "v1") for app in ("a", "b", "c")))
+    await harness.run(delete_requested("b", requested_at=later(60)), image_pushed("d", "v1"))
+    await harness.worker.committer.settle()
+    base = harness.clone / GITOPS_PATH
+    on_disk = {
+        f"{GITOPS_PATH}/{p.relative_to(base).as_posix()}": p.read_bytes()
+        for p in base.rglob("*")
+        if p.is_file()
+    }
+    assert on_disk == tree_of_head(harness.clone)
+    assert sorted(d.name for d in base.iterdir() if d.is_dir()) == ["a", "c", "d"]
+    assert git_head(harness.clone) == harness.server.head()
+
+
+def git_head(clone: Path) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(clone), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()

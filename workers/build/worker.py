@@ -10,8 +10,10 @@
 - ``app.delete.requested`` deletes every manifest of the app's repository. Cleanup never fails a
   deletion: after the last retry its error is logged, and ``app.deleted`` is another worker's.
 
-At most ``builder.concurrency`` builds run at once; the worker takes a few more messages than
-that so that prebuilt images and deletions do not queue behind long builds.
+At most ``builder.concurrency`` builds run at once; the worker takes ``builder.prefetch``
+messages (at least two more than that) so that prebuilt images and deletions do not queue
+behind long builds, and many prebuilt deploys at once are resolved at once. One token cache
+serves every registry call, so a deploy does not first collect a 401 to learn the auth scheme.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from relay.events.data import AppDeleteRequested, DeployChain, DeployRequested, 
 from relay.events.deploy import DeployRequest, Source
 from relay.logging import redactor
 from relay.settings import Settings
+from workers.build.auth import TokenCache
 from workers.build.builders import Builder, BuildJob, make_builder
 from workers.build.context import SOURCE_LABEL, BuildContext, Limits, inline_context
 from workers.build.gitsource import git_context
@@ -44,7 +47,7 @@ from workers.build.retention import apply_retention, delete_all
 from workers.runtime import Context
 
 log = structlog.get_logger(__name__)
-EXTRA_SLOTS = 2  # messages taken beyond the build slots: prebuilt resolutions and deletions
+EXTRA_SLOTS = 2  # messages taken beyond the build slots (at least)
 RegistryFactory = Callable[[], AbstractAsyncContextManager[Registry]]
 
 
@@ -65,14 +68,16 @@ class BuildWorker:
         self.recorder = recorder
         self.builder = builder or make_builder(settings, recorder=recorder)
         self._registry = registry or self._http_registry
+        self._tokens = TokenCache()  # shared by every request: no 401 round trip per deploy
         self._builds = asyncio.Semaphore(settings.deploy.builder.concurrency)
-        self.concurrency = settings.deploy.builder.concurrency + EXTRA_SLOTS
+        b = settings.deploy.builder
+        self.concurrency = max(b.prefetch, b.concurrency + EXTRA_SLOTS)
         self.host = registry_host(settings.deploy.registry)
         redactor().add(settings.secret_values())
 
     def _http_registry(self) -> AbstractAsyncContextManager[Registry]:
         reg = self.settings.deploy.registry
-        return HttpRegistry(reg, timeout=reg.request_timeout)
+        return HttpRegistry(reg, tokens=self._tokens, timeout=reg.request_timeout)
 
     async def handle(self, event: CloudEvent, ctx: Context) -> None:
         if event.routing_key == AppDeleteRequested.ROUTING_KEY:

@@ -1,10 +1,21 @@
 """Write one batch of ops to the GitOps remote: one commit, one push, no change lost.
 
-For each attempt: fetch and reset the working clone to the remote branch, write the newest op
-per app into the tree, commit what changed and push. A push refused because the branch moved
-(someone else pushed) starts the next attempt on the new head after a short, growing, jittered
-pause; nothing of ours or theirs is lost because every attempt re-applies onto what is there.
-An op whose files are already on the remote gets the commit that last touched its folder.
+For each attempt: bring the working clone to the remote branch, plan the newest op per app
+against its tree, commit what changes and push. A push refused because the branch moved (someone
+else pushed) starts the next attempt on the new head after a short, growing, jittered pause;
+nothing of ours or theirs is lost because every attempt re-applies onto what is there. An op
+whose files are already on the remote gets the commit that last touched its folder.
+
+The commit is made from the planned changes (``Tree.plan``); the files are written into the work
+tree after the push, in the background, while the deploys are answered. Every ``_GC_EVERY``
+pushes ``git gc --auto`` runs in the background too (``git commit`` and ``git fetch`` used to run
+it, and each large import leaves a pack of its own). The next batch waits for both first.
+
+The clone is fetched and reset only when it may differ from what the remote had when we last
+saw it; right after our own accepted push it is exactly that, so the next batch starts at once.
+That is safe because a push is only accepted on top of the remote's head: if someone pushed in
+between, ours is refused and the next attempt syncs. A batch with nothing to push proves nothing
+about the remote, so when it was read from an unsynced clone it is read again after a sync.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ from workers.commit.tree import Tree
 log = structlog.get_logger(__name__)
 
 _SUBJECT_APPS = 3
+_GC_EVERY = 20  # pushes between ``git gc --auto`` runs
 
 
 class Committer:
@@ -38,6 +50,9 @@ class Committer:
         self.attempts = settings.gitops.push_attempts
         self.pushes = 0
         self._prepared = False
+        self._current = False  # the clone is as the remote was at our last fetch or push
+        self._since_gc = 0
+        self._background: list[asyncio.Task[None]] = []  # writing the tree, git gc
 
     async def flush(self, ops: list[Op]) -> Sequence[Done | BaseException]:
         winners = newest_per_app(ops)
@@ -65,16 +80,25 @@ class Committer:
         return Done(commit=sha, paths=(), changed=False, pushes=0)
 
     async def _write(self, ops: list[Op]) -> dict[str, Done | BaseException]:
-        for attempt in range(1, self.attempts + 1):
-            await self._sync()
+        await self.settle()
+        attempt = 1
+        while attempt <= self.attempts:
+            unsynced = await self._sync()
+            self._current = False  # until this attempt ends well
             tree = Tree(self.repo.workdir, self.settings)
-            applied = await asyncio.to_thread(tree.apply, ops)
+            applied = await asyncio.to_thread(tree.plan, ops)
             try:
                 sha = await self._commit_and_push(ops, applied, tree)
             except PushRejected as exc:
                 log.info("push rejected, retrying on the new head", attempt=attempt, why=str(exc))
                 await asyncio.sleep(_backoff(attempt))
+                attempt += 1
                 continue
+            if sha is None and unsynced:
+                continue  # nothing pushed: read it again from a clone synced with the remote
+            self._current = True
+            if sha is not None:  # the work tree follows while the deploys are answered
+                self._background.append(asyncio.create_task(self._write_tree(tree)))
             return await self._results(ops, applied, tree, sha, attempt)
         raise Transient(
             "git_push_failed",
@@ -82,8 +106,11 @@ class Committer:
             f"{self.attempts} pushes were refused",
         )
 
-    async def _sync(self) -> None:
-        """Prepare and sync the clone; a broken clone is thrown away and made again once."""
+    async def _sync(self) -> bool:
+        """Prepare and sync the clone unless it is current (then True: it was not fetched); a
+        broken clone is thrown away and made again once."""
+        if self._prepared and self._current:
+            return True
         try:
             await self._prepare_and_sync()
         except GitCommandError as exc:
@@ -94,6 +121,7 @@ class Committer:
                 await self._prepare_and_sync()
             except GitCommandError as again:
                 raise Transient("git_push_failed", str(again)) from None
+        return False
 
     async def _prepare_and_sync(self) -> None:
         if not self._prepared:
@@ -106,18 +134,42 @@ class Committer:
     ) -> str | None:
         changed = [op for op in ops if applied[op.app].status == "changed"]
         try:
-            committed = await self.repo.commit(commit_message(changed or ops), tree.rel)
+            sha = await self.repo.commit(commit_message(changed or ops), tree.changes)
         except GitCommandError as exc:
             raise Transient("git_push_failed", str(exc)) from None
-        if not committed:
+        if sha is None:
             return None
         self.pushes += 1
         try:
-            sha = await self.repo.push()
+            await self.repo.push(sha)
         except GitCommandError as exc:
             raise Transient("git_push_failed", str(exc)) from None
         log.info("pushed", commit=sha, apps=[op.app for op in changed], remote=self.repo.safe_url)
+        self._since_gc += 1
+        if self._since_gc >= _GC_EVERY:
+            self._since_gc = 0
+            self._background.append(asyncio.create_task(self._gc(), name="commit-gc"))
         return sha
+
+    async def _gc(self) -> None:
+        try:
+            await self.repo.gc()
+        except (GitCommandError, TimeoutError, OSError) as exc:  # pushes work without it
+            log.warning("git gc failed", error=str(exc))
+
+    async def _write_tree(self, tree: Tree) -> None:
+        """Make the work tree hold what was just pushed (the next batch reads it)."""
+        try:
+            await asyncio.to_thread(tree.write)
+        except OSError as exc:  # the next batch syncs the clone instead
+            log.warning("could not write the pushed files into the clone", error=str(exc))
+            self._current = False
+
+    async def settle(self) -> None:
+        """Wait for the background work on the clone (writing the tree, ``git gc``) to end:
+        before the clone is used again, and when the worker stops."""
+        while self._background:
+            await self._background.pop(0)
 
     async def _results(
         self, ops: list[Op], applied: dict[str, Applied], tree: Tree, sha: str | None, tries: int

@@ -1,12 +1,15 @@
 """What the commit worker is asked to do to the tree, and what came of it.
 
 An ``Op`` is one deploy (write an app) or one teardown (remove an app), carrying the request
-time that decides which of two requests for the same app wins. A ``Done`` is what a handler
-gets back once the batch holding its op was pushed: the commit that holds the app's state.
+time that decides which of two requests for the same app wins, and for a deploy its files once
+rendered (the worker renders them as the deploy arrives, not when the batch is written). A
+``Done`` is what a handler gets back once the batch holding its op was pushed: the commit that
+holds the app's state.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -22,6 +25,7 @@ class Op:
     requested_at: datetime
     version: str | None = None
     spec: AppSpec | None = None
+    files: Mapping[str, bytes] | None = None  # render_app(spec), when rendered ahead
 
     def describe(self) -> str:
         what = f"{self.kind} {self.app}"

@@ -10,6 +10,8 @@ the one already written for the same app.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +27,7 @@ from workers.commit.batcher import Batcher
 from workers.commit.committer import Committer
 from workers.commit.git import GitRepo, default_workdir
 from workers.commit.ops import Done, Op
-from workers.commit.render import AppSpec, Resources
+from workers.commit.render import AppSpec, Resources, render_app
 from workers.runtime import Context
 
 log = structlog.get_logger(__name__)
@@ -65,6 +67,9 @@ class CommitWorker:
     async def handle(self, event: CloudEvent, ctx: Context) -> None:
         started = time.monotonic()
         data, op, image = self._op(event)
+        if op.spec is not None:  # rendered while the batch gathers, not when it is written
+            files = await asyncio.to_thread(render_app, op.spec, self.deploy)
+            op = dataclasses.replace(op, files=files)
         done = await self.batcher.submit(op)
         seconds = round(time.monotonic() - started, 3)
         await ctx.publish(
@@ -103,6 +108,8 @@ class CommitWorker:
 
     async def close(self) -> None:
         """Release the working clone (the host calls this after its consumers stopped)."""
+        if self.committer is not None:
+            await self.committer.settle()
         if self.repo is not None:
             await self.repo.close()
 
