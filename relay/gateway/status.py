@@ -24,6 +24,7 @@ log = structlog.get_logger(__name__)
 
 TRACKER: web.AppKey[Tracker] = web.AppKey("tracker", Tracker)
 Listener = Callable[[CloudEvent], None]
+FEED_STOP_GRACE = 5.0  # seconds the tracker feed gets to stop when the application does
 STATUSES = (
     "pending",
     "building",
@@ -167,8 +168,10 @@ def add_routes(
         task = asyncio.create_task(following, name="tracker-feed")
         yield
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # bounded: a history reader whose channel is gone can take long to notice the cancel
+        _, pending = await asyncio.wait({task}, timeout=FEED_STOP_GRACE)
+        if pending:
+            log.warning("tracker feed did not stop in time; left behind", seconds=FEED_STOP_GRACE)
 
     app.cleanup_ctx.append(run_feed)
     return tracker

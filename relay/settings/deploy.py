@@ -96,6 +96,13 @@ class BuilderSettings(SettingsModel):
     concurrency: int = Field(
         default=2, ge=1, description="Builds at once (2 suits a Raspberry Pi)."
     )
+    prefetch: int = Field(
+        default=64,
+        ge=1,
+        description="Messages the build worker takes at once (at least concurrency + 2): "
+        "prebuilt images are resolved and deletions run while builds wait for a slot. Lower "
+        "it when several build workers share the queue, so that one does not hold every build.",
+    )
     timeout: float = Field(default=900.0, gt=0, description="Seconds before a build is killed.")
     storage_driver: Literal["overlay", "vfs"] | None = Field(
         default=None,
