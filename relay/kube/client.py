@@ -196,6 +196,7 @@ class KubeCluster:
         if connector is not None and hasattr(connector, "_keepalive_timeout"):
             # The warm connection is used every keepalive_s: aiohttp keeps idle ones twice that.
             connector._keepalive_timeout = 2 * every
+        self._last_call = time.monotonic()
         self._warmer = asyncio.create_task(self._warm(api, every), name="kube-keepalive")
 
     async def _warm(self, api: k8s.ApiClient, every: float) -> None:
