@@ -4,6 +4,12 @@ Credentials come from ``settings.kubernetes.kubeconfig`` (and ``context``) or, w
 the pod's service account. Every call asks for the raw JSON (``_preload_content=False``) so
 that nothing is decoded into generated models, and maps failures onto ``relay.kube.errors``.
 
+Warm connection: a push often comes after minutes of quiet, and a request on a new connection
+pays TCP and a TLS handshake (6-10 ms more per patch on loopback here, more under load).
+After ``kubernetes.keepalive_s`` without a call the client sends ``GET /version`` (readable by
+every authenticated user; any answer will do), so a pooled connection stays open for the next
+patch. Watches hold connections of their own and do not count.
+
 Patch content type: kubernetes-asyncio's ``select_header_content_type`` picks
 ``application/json-patch+json`` for a custom-object PATCH whose body is a dict (the first type
 the endpoint lists), which the API server would refuse for a dict body; so every patch here
@@ -13,11 +19,13 @@ forces ``application/merge-patch+json`` with ``_content_type``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import structlog
@@ -52,7 +60,10 @@ class KubeCluster:
         self._timeout = request_timeout
         self._api: k8s.ApiClient | None = None
         self._lock = asyncio.Lock()
+        self._warmer: asyncio.Task[None] | None = None
+        self._last_call = time.monotonic()
         self.open_watches = 0
+        self.pings = 0
 
     async def get(self, resource: Resource, namespace: str, name: str) -> Obj:
         what = f"get {resource.kind} {namespace}/{name}"
@@ -109,6 +120,11 @@ class KubeCluster:
             response.close()
 
     async def close(self) -> None:
+        warmer, self._warmer = self._warmer, None
+        if warmer is not None:
+            warmer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await warmer
         if self._api is not None:
             await self._api.close()
             self._api = None
@@ -142,6 +158,7 @@ class KubeCluster:
         except _NETWORK_ERRORS as exc:
             raise Unreachable(f"{what}: {_describe(exc)}") from exc
         body = await _read(response, what)
+        self._last_call = time.monotonic()
         if response.status >= 400:
             raise from_status(response.status, body, what=what)
         try:
@@ -171,7 +188,35 @@ class KubeCluster:
                     raise Forbidden(f"no usable Kubernetes credentials: {exc}") from exc
                 self._api = k8s.ApiClient(configuration=configuration)
                 _ignore_environment(self._api)
+                self._keep_warm(self._api)
             return self._api
+
+    def _keep_warm(self, api: k8s.ApiClient) -> None:
+        every = self._settings.keepalive_s
+        if every <= 0:
+            return
+        connector = getattr(getattr(api.rest_client, "pool_manager", None), "connector", None)
+        if connector is not None and hasattr(connector, "_keepalive_timeout"):
+            # The warm connection is used every keepalive_s: aiohttp keeps idle ones twice that.
+            connector._keepalive_timeout = 2 * every
+        self._last_call = time.monotonic()
+        self._warmer = asyncio.create_task(self._warm(api, every), name="kube-keepalive")
+
+    async def _warm(self, api: k8s.ApiClient, every: float) -> None:
+        version = k8s.VersionApi(api)
+        while True:
+            await asyncio.sleep(max(0.0, self._last_call + every - time.monotonic()))
+            if time.monotonic() - self._last_call < every:
+                continue  # a call was made meanwhile: that connection is warm
+            self._last_call = time.monotonic()
+            try:
+                response = await version.get_code(
+                    _preload_content=False, _request_timeout=self._timeout
+                )
+                await _read(cast(aiohttp.ClientResponse, response), "get /version")
+                self.pings += 1
+            except (*_NETWORK_ERRORS, KubeError) as exc:
+                log.debug("kubernetes keep-alive failed", error=_describe(exc))
 
     async def _configuration(self) -> k8s.Configuration:
         configuration = k8s.Configuration()
