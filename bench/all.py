@@ -39,12 +39,8 @@ KNOWN: dict[str, int] = {
     "reconcile_waits": 300,
 }
 INTERRUPT_GRACE = 60  # seconds an interrupted benchmark gets to stop what it started
-NOT_BENCHMARKS = {"__init__", "all", "summary"}
-# benchmarks the issues ask for that arrive with another branch: reported as pending until then
-PENDING = {
-    "reconcile_latency": "hook -> requestedAt patch latency",
-    "reconcile_waits": "1,000 concurrent waits",
-}
+# helpers, and diagnostics run by hand (``python -m bench.NAME``) when a number needs explaining
+NOT_BENCHMARKS = {"__init__", "all", "summary", "stagetrace", "reconcile_stages", "reconcile_lone"}
 
 
 def discovered() -> list[str]:
@@ -139,12 +135,6 @@ def main() -> None:
     for name in names:
         print(f"==> {name} (load average {load_average()})", file=sys.stderr, flush=True)
         metrics += child(name, quick=args.quick)
-    if not args.only:
-        metrics += [
-            skipped(n, f"{what}: its module (reconcile branch) is not here yet")
-            for n, what in PENDING.items()
-            if n not in names
-        ]
     print(table(metrics))
     print(f"\n{len(names)} benchmarks in {time.monotonic() - started:.0f} s")
     if not args.no_record:
