@@ -111,10 +111,12 @@ class WatchWorker:
         with deployments.subscribe(app, signal), pods.subscribe(app, signal):
             while True:
                 signal.clear()
-                recheck = _soonest(check_access(deployments), check_access(pods), wait.recheck)
                 why = await self._judge(wait, deployments.get(app))
                 if why is None:
                     return
+                # after judging: the judgement may have started the superseded grace, whose end
+                # must wake this wait even when nothing changes any more
+                recheck = _soonest(check_access(deployments), check_access(pods), wait.recheck)
                 woken = await wait_signal(signal, deadline, at_most=recheck)
                 if not woken and time.monotonic() >= deadline:
                     raise Permanent(
@@ -155,7 +157,10 @@ class _Wait:
 
     @property
     def recheck(self) -> float | None:
-        return SUPERSEDED_GRACE if self.foreign_since is not None else None
+        """Seconds until the superseded grace ends (a little after), when it is running."""
+        if self.foreign_since is None:
+            return None
+        return max(0.0, self.foreign_since + SUPERSEDED_GRACE - time.monotonic()) + 0.05
 
     def foreign(self, other: str | None) -> str:
         """Note what else the Deployment carries; raise once that has lasted past the grace."""

@@ -97,6 +97,20 @@ async def test_the_previous_deploys_complete_rollout_does_not_count(env: Env) ->
     await env.pipeline.next("deploy.ready", app="hello")
 
 
+async def test_a_deploy_a_newer_one_superseded_fails_after_the_grace_though_nothing_changes(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two deploys of one app in quick succession: Flux applied the newer one, the Deployment
+    carries it and never changes again; the older deploy must end (superseded), not wait for
+    its rollout deadline."""
+    monkeypatch.setattr("workers.watch.worker.SUPERSEDED_GRACE", 0.3)
+    newer = env.fake.create(DEPLOYMENTS, deployment("hello", image=IMAGE, deployment_id="d-2"))
+    env.fake.update_status(DEPLOYMENTS, NAMESPACE, "hello", rolled_out(newer))
+    await env.pipeline.publish(completed(), app="hello", deploymentid="d-1")
+    failed = await env.pipeline.next("deploy.failed", app="hello", timeout=2.0)
+    assert failed.deploymentid == "d-1" and failed.data["reason"] == "superseded"
+
+
 async def test_progress_deadline_exceeded_fails_the_deploy(env: Env) -> None:
     dep = start_rollout(env.fake, "stuck", "d-2")
     await env.pipeline.publish(completed(), app="stuck", deploymentid="d-2")
