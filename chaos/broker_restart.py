@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +25,7 @@ import aiohttp
 from chaos.broker import PrivateNode, epmd_names, stop_epmd_if_idle
 from chaos.load import Sender
 from chaos.procs import adopting_orphans
-from chaos.report import Result, print_result, say
+from chaos.report import Result, run_alone, say
 from chaos.stack import Stack, StackConfig
 from relay.bus import Ack, Incoming, Outcome, QueueSpec
 from relay.bus.rabbitmq import RabbitBus
@@ -303,15 +301,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keep", type=Path, help="keep the run's files (logs) in this directory")
     args = parser.parse_args()
-    root = args.keep or Path(tempfile.mkdtemp(prefix="relay-chaos-broker-"))
-    root.mkdir(parents=True, exist_ok=True)
-    try:
-        result = asyncio.run(run(root))
-    finally:
-        if args.keep is None:
-            shutil.rmtree(root, ignore_errors=True)
-    print_result(result)
-    return 0 if result.ok else 1
+    return run_alone(run, prefix="relay-chaos-broker-", keep=args.keep)
 
 
 if __name__ == "__main__":

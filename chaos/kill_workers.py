@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +34,7 @@ from chaos.judge import (
 from chaos.load import Sender
 from chaos.observe import FAILED
 from chaos.pipeline import Run, image_request, open_run, source_request
-from chaos.report import Result, print_result
+from chaos.report import Result, run_alone
 from chaos.stack import Stack
 
 TRIGGER_WAIT = 8.0  # seconds a kill waits for its log trigger before it fires anyway
@@ -246,15 +244,8 @@ def main() -> int:
     parser.add_argument("--apps", type=int, default=50)
     parser.add_argument("--keep", type=Path, help="keep the run's files (logs) in this directory")
     args = parser.parse_args()
-    root = args.keep or Path(tempfile.mkdtemp(prefix="relay-chaos-kill-"))
-    root.mkdir(parents=True, exist_ok=True)
-    try:
-        result = asyncio.run(run(root, Options(deploys=args.deploys, apps=args.apps)))
-    finally:
-        if args.keep is None:
-            shutil.rmtree(root, ignore_errors=True)
-    print_result(result)
-    return 0 if result.ok else 1
+    opts = Options(deploys=args.deploys, apps=args.apps)
+    return run_alone(lambda root: run(root, opts), prefix="relay-chaos-kill-", keep=args.keep)
 
 
 if __name__ == "__main__":

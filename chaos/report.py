@@ -7,11 +7,15 @@ appended otherwise.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import re
+import shutil
 import subprocess
+import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -89,6 +93,28 @@ _T0 = time.monotonic()
 def say(text: str) -> None:
     """A progress line for whoever watches the run."""
     print(f"[chaos +{time.monotonic() - _T0:6.1f}s] {text}", flush=True)
+
+
+def run_alone(
+    scenario: Callable[[Path], Coroutine[Any, Any, Result]],
+    *,
+    prefix: str,
+    keep: Path | None = None,
+) -> int:
+    """``python -m chaos.<name>``: one scenario in a directory of its own, its result printed;
+    the directory is removed after a pass unless ``keep`` names it, kept after a failure."""
+    root = keep or Path(tempfile.mkdtemp(prefix=prefix))
+    root.mkdir(parents=True, exist_ok=True)
+    result: Result | None = None
+    try:
+        result = asyncio.run(scenario(root))
+    finally:
+        if keep is None and result is not None and result.ok:
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            say(f"the run's files (logs) are kept in {root}")
+    print_result(result)
+    return 0 if result.ok else 1
 
 
 def print_result(result: Result) -> None:

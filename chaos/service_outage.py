@@ -34,8 +34,6 @@ import asyncio
 import functools
 import json
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,7 +45,7 @@ from chaos.judge import judge_callbacks
 from chaos.observe import FAILED, READY
 from chaos.pipeline import Run, image_request, open_run, source_request
 from chaos.procs import run_relay
-from chaos.report import Result, print_result, say
+from chaos.report import Result, run_alone, say
 
 LETTER = re.compile(r"^(?P<id>\S+)\s+\S+\s+(?P<queue>\S+)\s+(?P<key>\S+)\s+attempts=", re.M)
 RETRY_DELAYS = [0.5, 1.0, 2.0]
@@ -404,17 +402,7 @@ def _facts(phases: list[Outage], settled: list[float], run: Run) -> dict[str, An
 
 
 def main() -> int:
-    root = Path(tempfile.mkdtemp(prefix="relay-chaos-outage-"))
-    result: Result | None = None
-    try:
-        result = asyncio.run(run(root))
-    finally:
-        if result is not None and result.ok:
-            shutil.rmtree(root, ignore_errors=True)
-        else:
-            say(f"the run's files (logs) are kept in {root} for a post-mortem")
-    print_result(result)
-    return 0 if result.ok else 1
+    return run_alone(run, prefix="relay-chaos-outage-")
 
 
 if __name__ == "__main__":
